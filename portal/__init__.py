@@ -1,0 +1,5 @@
+"""The portal project: identity, sessions, audit and configuration."""
+
+from portal.celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -1,0 +1,86 @@
+"""Create or refresh the demo users (and, as later parts land, resources); print them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from portal.accounts.roles import ADMIN, AUDITOR, EMPLOYEE, ensure_roles
+
+DEMO_USERS = [
+    {"username": "alice", "role": EMPLOYEE, "first_name": "Alice", "last_name": "Employee"},
+    {"username": "adam", "role": ADMIN, "first_name": "Adam", "last_name": "Admin"},
+    {"username": "audrey", "role": AUDITOR, "first_name": "Audrey", "last_name": "Auditor"},
+]
+
+
+def demo_secrets(usernames: list[str]) -> dict[str, dict[str, str]]:
+    """Random demo passwords and TOTP keys, made once per install and kept under ``var/``.
+
+    Nothing secret is in the repository; re-seeding reuses them so an authenticator app
+    enrolled with a printed secret keeps working.
+    """
+    path = Path(settings.VAR_DIR) / "demo_secrets.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    for name in usernames:
+        known.setdefault(name, {"password": f"{name}-{secrets.token_urlsafe(12)}",
+                                "totp_key": secrets.token_hex(20)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(known, indent=2))
+    path.chmod(0o600)
+    return known
+
+# Later parts (catalog, desktops) register functions that seed their demo objects and return
+# a list of resource dicts: {"slug", "tier", "kind", "url"}.
+RESOURCE_SEEDERS: list = []
+
+
+class Command(BaseCommand):
+    help = "Create or refresh demo users and resources (idempotent). --json prints them."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="print users and resources as JSON")
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        groups = ensure_roles()
+        User = get_user_model()
+        users = []
+        known = demo_secrets([spec["username"] for spec in DEMO_USERS])
+        for spec in DEMO_USERS:
+            spec = {**spec, **known[spec["username"]], "email": f"{spec['username']}@example.com"}
+            user, _ = User.objects.get_or_create(username=spec["username"])
+            user.email = spec["email"]
+            user.first_name, user.last_name = spec["first_name"], spec["last_name"]
+            user.is_active = True
+            user.is_staff = spec["role"] == ADMIN
+            user.set_password(spec["password"])
+            user.save()
+            user.groups.set([groups[spec["role"]]])
+            device, _ = TOTPDevice.objects.get_or_create(
+                user=user, name="Authenticator app", defaults={"key": spec["totp_key"]})
+            device.key, device.confirmed, device.last_t = spec["totp_key"], True, -1
+            device.throttling_failure_count = 0
+            device.throttling_failure_timestamp = None
+            device.save()
+            TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
+            users.append({
+                "username": user.username, "password": spec["password"], "role": spec["role"],
+                "email": user.email,
+                "totp_secret": base64.b32encode(bytes.fromhex(spec["totp_key"])).decode(),
+            })
+        resources = [r for seeder in RESOURCE_SEEDERS for r in seeder()]
+        if options["json"]:
+            self.stdout.write(json.dumps({"users": users, "resources": resources}, indent=2))
+        else:
+            for u in users:
+                self.stdout.write(f"{u['role']:9} {u['username']:8} password={u['password']} "
+                                  f"totp_secret={u['totp_secret']}")

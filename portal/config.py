@@ -1,0 +1,139 @@
+"""The one place that reads the environment.
+
+Settings import :data:`CONFIG`; nothing else in the code base touches ``os.environ``.
+Values may be given inline or as ``file:///path`` (a mounted secret), and a missing or weak
+secret stops the process at start with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["BASE_DIR", "CONFIG", "Config", "ConfigError", "load_config"]
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(RuntimeError):
+    """The environment describes a portal that must not start."""
+
+
+def _read(env: dict[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw is None:
+        return None
+    if raw.startswith("file://"):
+        path = Path(raw.removeprefix("file://"))
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name} points at {path}, which cannot be read: {exc}") from exc
+    if raw.startswith("env://"):
+        return _read(env, raw.removeprefix("env://"))
+    return raw
+
+
+def _flag(env: dict[str, str], name: str, default: bool = False) -> bool:
+    raw = _read(env, name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (got {raw!r})")
+
+
+def _secret_key(env: dict[str, str]) -> str:
+    key = _read(env, "PORTAL_SECRET_KEY")
+    if key is None:
+        # No key configured: keep a random one under var/ so sessions survive restarts of
+        # a single-machine install. Replicas must share PORTAL_SECRET_KEY instead.
+        path = VAR_DIR / "secret_key"
+        if not path.exists():
+            VAR_DIR.mkdir(exist_ok=True)
+            path.write_text(secrets.token_urlsafe(64))
+            path.chmod(0o600)
+        key = path.read_text().strip()
+    if len(key) < 50 or len(set(key)) < 5:
+        raise ConfigError(
+            "PORTAL_SECRET_KEY is too weak: use at least 50 random characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(64))')"
+        )
+    return key
+
+
+def _networks(env: dict[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    raw = _read(env, name) or ""
+    nets = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {part!r} is not an IP network (CIDR): {exc}") from exc
+    return tuple(nets)
+
+
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    raw = _read(env, name)
+    if raw is None or raw == "":
+        return default
+    try:
+        port = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a port number (got {raw!r})") from exc
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name} must be between 1 and 65535 (got {port})")
+    return port
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the portal takes from its environment, validated."""
+
+    secret_key: str
+    debug: bool
+    allowed_hosts: tuple[str, ...]
+    database_url: str | None
+    redis_url: str | None
+    guacd_host: str
+    guacd_port: int
+    recordings_dir: Path
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    var_dir: Path = field(default=VAR_DIR)
+
+
+def load_config(env: dict[str, str] | None = None) -> Config:
+    """Read and validate the environment (``os.environ`` unless given)."""
+    env = dict(os.environ if env is None else env)
+    hosts = tuple(
+        h.strip()
+        for h in (_read(env, "PORTAL_ALLOWED_HOSTS") or "localhost,127.0.0.1,[::1]").split(",")
+        if h.strip()
+    )
+    recordings = _read(env, "PORTAL_RECORDINGS_DIR")
+    return Config(
+        secret_key=_secret_key(env),
+        debug=_flag(env, "PORTAL_DEBUG"),
+        allowed_hosts=hosts,
+        database_url=_read(env, "DATABASE_URL") or None,
+        redis_url=_read(env, "REDIS_URL") or None,
+        guacd_host=_read(env, "GUACD_HOST") or "127.0.0.1",
+        guacd_port=_port(env, "GUACD_PORT", 4822),
+        recordings_dir=Path(recordings) if recordings else VAR_DIR / "recordings",
+        trusted_proxies=_networks(env, "PORTAL_TRUSTED_PROXIES"),
+    )
+
+
+CONFIG = load_config()

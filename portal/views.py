@@ -1,0 +1,77 @@
+"""Portal-wide pages: health probes and the error pages that say what happened."""
+
+from __future__ import annotations
+
+import sys
+
+from django.contrib.auth.decorators import login_not_required
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+
+from portal.health import readiness
+
+__all__ = ["bad_request", "csrf_failure", "healthz", "page_not_found", "permission_denied",
+           "readyz", "server_error"]
+
+
+@login_not_required
+@never_cache
+def healthz(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@login_not_required
+@never_cache
+def readyz(request: HttpRequest) -> HttpResponse:
+    checks = readiness()
+    failing = sorted(name for name, state in checks.items() if state != "ok")
+    body = {"status": "ok" if not failing else "unavailable", "checks": checks,
+            "failing": failing}
+    return JsonResponse(body, status=503 if failing else 200)
+
+
+def _dependency_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [DatabaseError, ConnectionError, TimeoutError]
+    try:
+        import redis
+
+        errors.append(redis.exceptions.RedisError)
+    except ImportError:  # pragma: no cover - redis is a dependency
+        pass
+    return tuple(errors)
+
+
+def _render_error(request: HttpRequest, template: str, status: int, **context: object) -> HttpResponse:
+    try:
+        return render(request, template, context, status=status)
+    except Exception:
+        return HttpResponse(f"<h1>Error {status}</h1>", status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _render_error(request, "errors/400.html", 400)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _render_error(request, "errors/403.html", 403,
+                         reason=str(exception) if exception and str(exception) else "")
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _render_error(request, "errors/404.html", 404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """500, or 503 when a dependency (database, Redis) is down: access then fails closed."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, _dependency_errors()):
+        response = _render_error(request, "errors/503.html", 503)
+        response["Retry-After"] = "30"
+        return response
+    return _render_error(request, "errors/500.html", 500)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    return _render_error(request, "errors/403_csrf.html", 403)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Fresh machine -> running portal: migrate, seed, TLS, start the ASGI server (plus Celery
+# worker and beat when REDIS_URL is set) and print the URL and demo credentials.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+PORT=${PORT:-8443}
+mkdir -p var/log
+
+$PY manage.py migrate --no-input -v0
+$PY manage.py collectstatic --no-input -v0
+ca=$($PY scripts/make_tls.py var/tls)
+creds=$($PY manage.py seed_demo --json)
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+if [ -n "${REDIS_URL:-}" ]; then
+  .venv/bin/celery -A portal worker --loglevel INFO >var/log/celery-worker.log 2>&1 & pids+=($!)
+  .venv/bin/celery -A portal beat --loglevel INFO -s var/celerybeat-schedule >var/log/celery-beat.log 2>&1 & pids+=($!)
+  echo "Celery worker and beat started (logs in var/log/)"
+fi
+
+# --no-proxy-headers: only the portal's own middleware decides whom to believe about
+# X-Forwarded-For (PORTAL_TRUSTED_PROXIES), never the server's defaults.
+.venv/bin/uvicorn portal.asgi:application --host 127.0.0.1 --port "$PORT" \
+  --ssl-keyfile var/tls/server-key.pem --ssl-certfile var/tls/server.pem \
+  --no-proxy-headers --no-server-header --log-level warning & pids+=($!)
+
+for _ in $(seq 1 50); do
+  curl -skf "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2
+done
+
+cat <<MSG
+
+  ZT Portal is running at  https://localhost:$PORT/
+  (HTTPS with a local CA; trust $ca in your browser to drop the warning)
+
+  Demo users: password, then a code from an authenticator app holding the TOTP secret
+  (no app at hand? .venv/bin/python manage.py demo_totp alice prints the current code):
+MSG
+echo "$creds" | $PY -c '
+import json, sys
+data = json.load(sys.stdin)
+for u in data["users"]:
+    print(f"    {u[\"role\"]:9} {u[\"username\"]:8} password: {u[\"password\"]:24} TOTP secret: {u[\"totp_secret\"]}")
+for r in data["resources"]:
+    print(f"    resource {r[\"slug\"]:14} tier {r[\"tier\"]:9} {r[\"kind\"]:4} {r[\"url\"]}")
+'
+echo
+echo "  All of it again as JSON: .venv/bin/python manage.py seed_demo --json    (Ctrl-C stops)"
+wait

@@ -1,0 +1,91 @@
+"""Shared fixtures: HTTPS test clients, signed-in users, and the real-component guard.
+
+A test that needs a component that is missing is skipped on a developer's machine, and
+fails in CI (CI=true): the suite must never go green by skipping what it claims to test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+
+from tests.factories import PASSWORD, UserFactory, enrol_totp, totp_code
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip locally, fail in CI, when a real component the test needs is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is missing, and CI must not skip it")
+    pytest.skip(f"{what} is missing")
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    require(path is not None, f"the program {name!r}")
+    return path  # type: ignore[return-value]
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Real hashing costs ~0.3 s a login; the tests are about flows, not PBKDF2."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    """Throttle counters live in the cache (Redis in CI): no test inherits another's."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+class HttpsClient(Client):
+    """The portal is HTTPS-only: every request of this client arrives as if through TLS."""
+
+    def generic(self, *args, **kwargs):  # type: ignore[override]
+        kwargs["secure"] = True
+        return super().generic(*args, **kwargs)
+
+
+def https_client(**kwargs: object) -> Client:
+    return HttpsClient(**kwargs)
+
+
+@pytest.fixture
+def client() -> Client:
+    return https_client()
+
+
+@pytest.fixture
+def csrf_client() -> Client:
+    return https_client(enforce_csrf_checks=True)
+
+
+@pytest.fixture
+def employee(db):
+    user = UserFactory(username="erin", role="employee")
+    user.totp = enrol_totp(user)
+    return user
+
+
+def sign_in(client: Client, user, *, with_mfa: bool = True) -> None:
+    """Sign ``user`` in through the real forms (password, then a TOTP code)."""
+    response = client.post("/accounts/login/", {"username": user.username, "password": PASSWORD})
+    assert response.status_code == 302, response.content[:500]
+    if with_mfa:
+        response = client.post("/accounts/mfa/verify/", {"otp_token": totp_code(user.totp)})
+        assert response.status_code == 302, response.content[:500]
+
+
+@pytest.fixture
+def signed_in_employee(client, employee):
+    sign_in(client, employee)
+    return employee

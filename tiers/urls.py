@@ -1,0 +1,7 @@
+from django.urls import path
+
+from tiers import views
+
+urlpatterns = [
+    path("", views.my_apps, name="home"),
+]
