@@ -1,7 +1,8 @@
-"""WebSocket routes. Each enforcement point adds its consumers here."""
+"""WebSocket routes: each enforcement point owns its own list."""
 
-from django.urls import URLPattern
+from streaming.desktop.routing import websocket_urlpatterns as desktop_routes
+from streaming.proxy.routing import websocket_urlpatterns as proxy_routes
 
-websocket_urlpatterns: list[URLPattern] = []
+websocket_urlpatterns = [*desktop_routes, *proxy_routes]
 
 __all__ = ["websocket_urlpatterns"]

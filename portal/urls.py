@@ -10,6 +10,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("", include("streaming.proxy.urls")),
+    path("", include("streaming.desktop.urls")),
     path("", include("tiers.urls")),
 ]
 
