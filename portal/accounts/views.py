@@ -21,6 +21,7 @@ from portal.accounts.forms import PasswordForm, TokenForm
 from portal.accounts.redirects import remember_next, safe_next, take_next
 from portal.accounts.throttle import LoginThrottle
 from portal.audit.chain import record_request
+from tiers.enforcement import verify_challenge
 
 GENERIC_LOGIN_ERROR = "The username or password is not right. Check both and try again."
 
@@ -161,8 +162,12 @@ def step_up_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         result = mfa.verify_second_factor(request.user, form.cleaned_data["otp_token"])
         if result.ok:
+            old_key = request.session.session_key
             mfa.mark_mfa(request, result.device)
-            record_request(request, "mfa.step_up", outcome="success", detail={"next": next_url})
+            challenge = request.POST.get("challenge") or request.GET.get("challenge")
+            armed = verify_challenge(request.user, request.session.session_key, old_key, challenge)
+            record_request(request, "mfa.step_up", outcome="success",
+                           detail={"next": next_url, "one_time_grant": armed})
             return HttpResponseRedirect(next_url)
         record_request(request, "mfa.step_up",
                        outcome="throttled" if result.throttled_for else "failure")
@@ -172,6 +177,7 @@ def step_up_view(request: HttpRequest) -> HttpResponse:
         status = 429 if result.throttled_for else 401
     return render(request, "accounts/step_up.html",
                   {"form": form, "next": next_url,
+                   "challenge": request.POST.get("challenge") or request.GET.get("challenge", ""),
                    "reason": request.GET.get("reason", "")}, status=status)
 
 

@@ -1,0 +1,152 @@
+"""Gathering the decision's inputs: the only I/O before a decision.
+
+Each function reads the database once or twice and returns frozen data from
+:mod:`tiers.types`; :func:`tiers.decision.decide` then runs without touching anything.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import ipaddress
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.utils import timezone
+
+from portal.accounts.mfa import MFA_TIME_KEY
+from tiers.models import AccessGrant, ActionChallenge, NetworkZone, Resource, Tier
+from tiers.types import (
+    Action,
+    ActionClass,
+    DecisionInput,
+    DeviceInfo,
+    ResourceInfo,
+    StreamControl,
+    Subject,
+    TierPolicy,
+    ZoneInfo,
+)
+
+__all__ = [
+    "CHALLENGE_TTL_SECONDS",
+    "classify",
+    "gather",
+    "resolve_zone",
+    "resource_info",
+    "session_hash",
+    "subject_for",
+    "tier_policy",
+]
+
+CHALLENGE_TTL_SECONDS = 300
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def session_hash(session_key: str | None) -> str:
+    """A stable, non-secret handle on a session (the key itself never leaves the session store)."""
+    return hashlib.sha256((session_key or "").encode()).hexdigest()
+
+
+def subject_for(user: AbstractBaseUser, session: Mapping[str, Any] | None, now: float) -> Subject:
+    """The user as the decision sees them, with the MFA age of this session."""
+    mfa_time = (session or {}).get(MFA_TIME_KEY)
+    return Subject(
+        username=user.get_username(),
+        groups=frozenset(user.groups.values_list("name", flat=True)),
+        is_active=user.is_active,
+        mfa_age=None if mfa_time is None else max(0.0, now - float(mfa_time)),
+    )
+
+
+def resolve_zone(address: str, zones: list[NetworkZone] | None = None) -> ZoneInfo:
+    """The most specific zone whose networks contain ``address`` (``internet`` if none)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ZoneInfo(address=address)
+    best: tuple[int, NetworkZone] | None = None
+    for zone in zones if zones is not None else NetworkZone.objects.all():
+        for net in zone.networks():
+            if ip.version == net.version and ip in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, zone)
+    if best is None:
+        return ZoneInfo(address=address)
+    return ZoneInfo(name=best[1].name, trusted=best[1].trusted, address=address)
+
+
+def tier_policy(tier: Tier) -> TierPolicy:
+    """A tier row as the decision's frozen policy."""
+    return TierPolicy(
+        name=tier.name, rank=tier.rank, access_mode=tier.access_mode, mfa_read=tier.mfa_read,
+        mfa_write=tier.mfa_write, mfa_sensitive=tier.mfa_sensitive,
+        device_trust_required=tier.device_trust_required,
+        allowed_zones=frozenset(z.name for z in tier.allowed_zones.all()),
+        approval_required=tier.approval_required, recording=tier.recording,
+        read_only=tier.read_only, watermark=tier.watermark,
+        clipboard_in=StreamControl(tier.clipboard_in), clipboard_out=StreamControl(tier.clipboard_out),
+        file_transfer=StreamControl(tier.file_transfer),
+        session_max_seconds=tier.session_max_seconds, idle_seconds=tier.idle_seconds,
+        reauth_interval_seconds=tier.reauth_interval_seconds,
+        rate_limit_per_minute=tier.rate_limit_per_minute,
+    )
+
+
+def resource_info(resource: Resource) -> ResourceInfo:
+    """A resource row (with its tier and sharing) as frozen data."""
+    return ResourceInfo(
+        slug=resource.slug, name=resource.name, kind=resource.kind, tier=tier_policy(resource.tier),
+        allowed_groups=frozenset(g.name for g in resource.allowed_groups.all()),
+        allowed_users=frozenset(u.get_username() for u in resource.allowed_users.all()),
+        enabled=resource.enabled,
+    )
+
+
+def classify(resource: Resource, method: str, path: str) -> ActionClass:
+    """The action class of ``method path`` on ``resource``: first matching rule, else by method.
+
+    ``path`` must already be normalised by the enforcement point (no dot segments or
+    encoded slashes), so a trick in the URL cannot pick a milder rule.
+    """
+    method = method.upper()
+    for rule in resource.action_rules.all():
+        methods = {m.strip().upper() for m in rule.methods.split(",") if m.strip()}
+        if ("*" in methods or method in methods) and fnmatch.fnmatchcase(path, rule.path):
+            return ActionClass(rule.action_class)
+    return ActionClass.READ if method in _SAFE_METHODS else ActionClass.WRITE
+
+
+def _active_grant_expiry(user: AbstractBaseUser, resource: Resource) -> float | None:
+    now = timezone.now()
+    grant = (AccessGrant.objects.filter(user=user, resource=resource, revoked_at__isnull=True,
+                                        starts_at__lte=now, expires_at__gt=now)
+             .order_by("-expires_at").first())
+    return grant.expires_at.timestamp() if grant else None
+
+
+def _one_time_mfa_waiting(user: AbstractBaseUser, session_key: str | None, resource: Resource,
+                          action: Action) -> bool:
+    since = timezone.now() - timezone.timedelta(seconds=CHALLENGE_TTL_SECONDS)
+    return ActionChallenge.objects.filter(
+        user=user, session_hash=session_hash(session_key), resource=resource,
+        method=action.method or action.kind, path=action.path, verified_at__gte=since,
+        consumed_at__isnull=True,
+    ).exists()
+
+
+def gather(user: AbstractBaseUser, session: Any, client_address: str, resource: Resource,
+           action: Action, *, device: DeviceInfo | None = None, now: float | None = None) -> DecisionInput:
+    """Everything the decision needs for ``action`` by ``user`` on ``resource``."""
+    now = time.time() if now is None else now
+    return DecisionInput(
+        subject=subject_for(user, session, now),
+        device=device or DeviceInfo(),
+        zone=resolve_zone(client_address),
+        resource=resource_info(resource),
+        action=action,
+        now=now,
+        grant_expires_at=_active_grant_expiry(user, resource) if resource.tier.approval_required else None,
+        one_time_mfa=_one_time_mfa_waiting(user, getattr(session, "session_key", None), resource, action),
+    )

@@ -1,0 +1,247 @@
+"""The catalog: tiers, resources, network zones, and just-in-time access.
+
+Admins tag each resource with a tier; the tier says how it is reached (identity-aware
+proxy, pixel streaming, or not at all) and what is re-checked. The decision reads these
+through :mod:`tiers.context`, never directly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from tiers.types import ActionClass, StreamControl
+
+__all__ = [
+    "AccessGrant", "AccessRequest", "ActionChallenge", "ActionRule", "NetworkZone", "Resource",
+    "Tier", "TierChange",
+]
+
+slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$",
+                                "Use lowercase letters, digits and dashes (at most 63).")
+
+
+class AccessMode(models.TextChoices):
+    PROXY = "proxy", "Identity-aware proxy"
+    STREAM = "stream", "Pixel streaming"
+    DENY = "deny", "No access"
+
+
+class ResourceKind(models.TextChoices):
+    WEB = "web", "Web app"
+    VNC = "vnc", "Desktop (VNC)"
+    SSH = "ssh", "Shell (SSH)"
+    RDP = "rdp", "Desktop (RDP)"
+
+
+def _freshness_field(action: str, default: int | None) -> models.PositiveIntegerField:
+    return models.PositiveIntegerField(
+        null=True, blank=True, default=default,
+        help_text=f"Seconds an MFA stays fresh for {action} actions; 0 = a code for each "
+                  "action; empty = no fresh code needed.")
+
+
+def _control_field(what: str) -> models.CharField:
+    return models.CharField(max_length=8, choices=[(c.value, c.value) for c in StreamControl],
+                            default=StreamControl.DENY,
+                            help_text=f"{what}: deny, allow, or allow after step-up.")
+
+
+class NetworkZone(models.Model):
+    """A named set of networks, e.g. office or VPN. Clients match the most specific one."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[slug_validator])
+    cidrs = models.TextField(help_text="CIDRs, one per line or comma-separated.")
+    trusted = models.BooleanField(default=False, help_text="A managed network (office, VPN).")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        parts = [p.strip() for p in self.cidrs.replace(",", "\n").splitlines() if p.strip()]
+        return [ipaddress.ip_network(p, strict=False) for p in parts]
+
+    def clean(self) -> None:
+        try:
+            self.networks()
+        except ValueError as exc:
+            raise ValidationError({"cidrs": f"Not a network: {exc}"}) from exc
+
+
+class Tier(models.Model):
+    """A sensitivity tier: how resources tagged with it are reached and re-checked."""
+
+    name = models.CharField(max_length=32, unique=True, validators=[slug_validator])
+    description = models.CharField(max_length=200, blank=True)
+    rank = models.PositiveSmallIntegerField(default=0, help_text="Higher = more sensitive.")
+    access_mode = models.CharField(max_length=8, choices=AccessMode.choices, default=AccessMode.PROXY)
+    mfa_read = _freshness_field("read", None)
+    mfa_write = _freshness_field("write", None)
+    mfa_sensitive = _freshness_field("sensitive", 0)
+    device_trust_required = models.BooleanField(default=False)
+    allowed_zones = models.ManyToManyField(NetworkZone, blank=True,
+                                           help_text="Empty = any network.")
+    approval_required = models.BooleanField(default=False,
+                                            help_text="Access needs an approved just-in-time request.")
+    session_max_seconds = models.PositiveIntegerField(default=8 * 3600)
+    idle_seconds = models.PositiveIntegerField(default=30 * 60)
+    reauth_interval_seconds = models.PositiveIntegerField(
+        default=30, help_text="How often a live desktop session is decided again.")
+    clipboard_in = _control_field("Paste into the session")
+    clipboard_out = _control_field("Copy out of the session")
+    file_transfer = _control_field("File transfer")
+    read_only = models.BooleanField(default=False)
+    recording = models.BooleanField(default=False)
+    watermark = models.BooleanField(default=False)
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per user and resource; empty = no limit.")
+    retention_days = models.PositiveIntegerField(default=365,
+                                                 help_text="How long recordings and access records are kept.")
+
+    class Meta:
+        ordering = ["rank", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.access_mode == AccessMode.PROXY and (self.recording or self.watermark or self.read_only):
+            raise ValidationError("Recording, watermark and read-only only apply to pixel-streamed tiers.")
+
+
+class Resource(models.Model):
+    """Something employees reach through the portal: a web app, a desktop or a host."""
+
+    slug = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=4, choices=ResourceKind.choices)
+    upstream = models.CharField(max_length=300, help_text="URL for web apps; host:port otherwise.")
+    description = models.CharField(max_length=300, blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="owned_resources")
+    tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="resources")
+    allowed_groups = models.ManyToManyField(Group, blank=True, related_name="resources")
+    allowed_users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True,
+                                           related_name="shared_resources")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+    @property
+    def portal_path(self) -> str:
+        return f"/apps/{self.slug}/" if self.kind == ResourceKind.WEB else f"/desktop/{self.slug}/"
+
+
+class ActionRule(models.Model):
+    """Maps requests to an action class, e.g. ``POST /admin/*`` is sensitive. First match wins."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="action_rules")
+    order = models.PositiveSmallIntegerField(default=0)
+    methods = models.CharField(max_length=64, default="*", help_text="Comma-separated, or * for any.")
+    path = models.CharField(max_length=200, default="*", help_text="Glob on the app's path, e.g. /admin/*")
+    action_class = models.CharField(max_length=10, choices=[(c.value, c.value) for c in ActionClass])
+
+    class Meta:
+        ordering = ["resource", "order", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.methods} {self.path} -> {self.action_class}"
+
+
+class TierChange(models.Model):
+    """History of a resource's tier: who moved it, when, from what to what."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="tier_changes")
+    from_tier = models.CharField(max_length=32, blank=True)
+    to_tier = models.CharField(max_length=32)
+    changed_by = models.CharField(max_length=150, help_text="Username, or 'catalog' for YAML applies.")
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.resource.slug}: {self.from_tier or '-'} -> {self.to_tier}"
+
+
+class AccessRequest(models.Model):
+    """A just-in-time request: who wants what, why, and for how long."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        DENIED = "denied"
+        CANCELLED = "cancelled"
+
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                  related_name="access_requests")
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="access_requests")
+    justification = models.TextField(max_length=1000)
+    duration_seconds = models.PositiveIntegerField(default=3600)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="decided_requests")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.requester} -> {self.resource.slug} ({self.state})"
+
+
+class AccessGrant(models.Model):
+    """A time-boxed grant that an approved request creates."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_grants")
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="grants")
+    request = models.OneToOneField(AccessRequest, null=True, blank=True, on_delete=models.SET_NULL)
+    granted_by = models.CharField(max_length=150)
+    starts_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-expires_at"]
+        indexes = [models.Index(fields=["user", "resource", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} -> {self.resource.slug} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
+class ActionChallenge(models.Model):
+    """A one-time MFA grant bound to one action (resource, method, path) and one session.
+
+    Created when a tier asks for a code for this very action; marked verified by the
+    step-up page; consumed by the first matching request, so doing it again asks again.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    session_hash = models.CharField(max_length=64)
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE)
+    method = models.CharField(max_length=16)
+    path = models.CharField(max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "resource", "method"])]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} on {self.resource_id}"

@@ -1,0 +1,171 @@
+"""The decision's vocabulary: frozen inputs gathered before deciding, and the result.
+
+Everything here is plain data, so :func:`tiers.decision.decide` stays a pure function that
+the proxy, the desktop broker, "My apps" and the admin's policy simulator all share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "Action", "ActionClass", "Decision", "DecisionInput", "DeviceInfo", "Outcome", "Reason",
+    "ResourceInfo", "StreamControl", "Subject", "TierPolicy", "ZoneInfo",
+]
+
+
+class Outcome(StrEnum):
+    ALLOW = "allow"
+    STEP_UP = "step_up"
+    DENY = "deny"
+    ISOLATE = "isolate"
+
+
+class ActionClass(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    SENSITIVE = "sensitive"
+
+
+class StreamControl(StrEnum):
+    """What a tier lets a desktop session do with clipboard and files."""
+
+    DENY = "deny"
+    ALLOW = "allow"
+    STEP_UP = "step_up"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who asks: the signed-in user as this session knows them."""
+
+    username: str
+    groups: frozenset[str] = frozenset()
+    is_active: bool = True
+    mfa_age: float | None = None  # seconds since the last MFA in this session; None = never
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The device the request comes from, as far as the portal knows it."""
+
+    id: str = ""
+    registered: bool = False
+    trusted: bool = False
+
+
+@dataclass(frozen=True)
+class ZoneInfo:
+    """The network zone of the client address (``internet`` when no zone matches)."""
+
+    name: str = "internet"
+    trusted: bool = False
+    address: str = ""
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    """A tier's rules, as the decision needs them."""
+
+    name: str
+    rank: int = 0
+    access_mode: str = "proxy"  # proxy | stream | deny
+    mfa_read: int | None = None  # seconds; None = not needed; 0 = for this very action
+    mfa_write: int | None = None
+    mfa_sensitive: int | None = 0
+    device_trust_required: bool = False
+    allowed_zones: frozenset[str] = frozenset()  # empty = any zone
+    approval_required: bool = False
+    recording: bool = False
+    read_only: bool = False
+    watermark: bool = False
+    clipboard_in: StreamControl = StreamControl.DENY
+    clipboard_out: StreamControl = StreamControl.DENY
+    file_transfer: StreamControl = StreamControl.DENY
+    session_max_seconds: int = 8 * 3600
+    idle_seconds: int = 30 * 60
+    reauth_interval_seconds: int = 30
+    rate_limit_per_minute: int | None = None
+
+    def mfa_freshness(self, action_class: ActionClass) -> int | None:
+        return {ActionClass.READ: self.mfa_read, ActionClass.WRITE: self.mfa_write,
+                ActionClass.SENSITIVE: self.mfa_sensitive}[action_class]
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    """A catalogued resource and who it is shared with."""
+
+    slug: str
+    name: str
+    kind: str  # web | vnc | ssh | rdp
+    tier: TierPolicy
+    allowed_groups: frozenset[str] = frozenset()
+    allowed_users: frozenset[str] = frozenset()
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Action:
+    """What is attempted. ``kind`` names the enforcement point's verb."""
+
+    kind: str  # http | desktop.open | desktop.continue | clipboard.in | clipboard.out | file.transfer | view
+    action_class: ActionClass = ActionClass.READ
+    method: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class DecisionInput:
+    """Everything :func:`decide` looks at, gathered beforehand (the only I/O)."""
+
+    subject: Subject
+    device: DeviceInfo
+    zone: ZoneInfo
+    resource: ResourceInfo
+    action: Action
+    now: float
+    grant_expires_at: float | None = None  # an approved just-in-time grant, if any
+    one_time_mfa: bool = False  # a fresh MFA bound to exactly this action is waiting
+    risk_score: float = 0.0
+    risk_signals: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One rule that fired: its name, a sentence for people, the values it saw, and the remedy."""
+
+    rule: str
+    message: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    remedy: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "message": self.message, "values": dict(self.values),
+                "remedy": self.remedy}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome, why, and what the enforcement point must do alongside (obligations)."""
+
+    outcome: Outcome
+    reasons: tuple[Reason, ...]
+    obligations: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    consumed_one_time_mfa: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome is Outcome.ALLOW
+
+    @property
+    def denial(self) -> Reason | None:
+        """The reason that decided a non-allow outcome (the first one)."""
+        return None if self.allowed else self.reasons[0]
+
+    def reasons_as_data(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.reasons]
