@@ -8,6 +8,7 @@ from portal import views
 urlpatterns = [
     path("accounts/", include("portal.accounts.urls")),
     path("admin/", admin.site.urls),
+    path("audit/", include("portal.audit.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("", include("streaming.proxy.urls")),

@@ -1,0 +1,7 @@
+"""The auditor workspace."""
+
+from django.urls import URLPattern
+
+app_name = "audit"
+
+urlpatterns: list[URLPattern] = []
