@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -31,7 +33,7 @@ def raw(sql: str, params: list | None = None) -> None:
 
 def test_events_link_into_one_chain(chain):
     assert chain[0].prev_hash == GENESIS
-    for before, after in zip(chain, chain[1:], strict=False):
+    for before, after in itertools.pairwise(chain):
         assert after.prev_hash == before.hash
         assert after.seq == before.seq + 1
 
