@@ -38,9 +38,14 @@ def demo_secrets(usernames: list[str]) -> dict[str, dict[str, str]]:
     path.chmod(0o600)
     return known
 
-# Later parts (catalog, desktops) register functions that seed their demo objects and return
-# a list of resource dicts: {"slug", "tier", "kind", "url"}.
-RESOURCE_SEEDERS: list = []
+
+def _seed_resources(base_url: str) -> list[dict[str, str]]:
+    from tiers.demo import seed_demo_catalog
+
+    resources = seed_demo_catalog()
+    for r in resources:
+        r["url"] = base_url.rstrip("/") + r["url"]
+    return resources
 
 
 class Command(BaseCommand):
@@ -48,6 +53,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print users and resources as JSON")
+        parser.add_argument("--base-url", default="https://localhost:8443",
+                            help="where the portal is served (for the resources' URLs)")
 
     @transaction.atomic
     def handle(self, *args, **options):
@@ -77,7 +84,7 @@ class Command(BaseCommand):
                 "email": user.email,
                 "totp_secret": base64.b32encode(bytes.fromhex(spec["totp_key"])).decode(),
             })
-        resources = [r for seeder in RESOURCE_SEEDERS for r in seeder()]
+        resources = _seed_resources(options["base_url"])
         if options["json"]:
             self.stdout.write(json.dumps({"users": users, "resources": resources}, indent=2))
         else:
