@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
 from django.views.decorators.cache import never_cache
 
 from portal.health import readiness
@@ -44,6 +45,7 @@ def _dependency_errors() -> tuple[type[BaseException], ...]:
 
 
 def _render_error(request: HttpRequest, template: str, status: int, **context: object) -> HttpResponse:
+    context.setdefault("request_id", getattr(request, "request_id", ""))
     try:
         return render(request, template, context, status=status)
     except Exception:
@@ -64,13 +66,17 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """500, or 503 when a dependency (database, Redis) is down: access then fails closed."""
+    """500, or 503 when a dependency (database, Redis) is down: access then fails closed.
+
+    Rendered without context processors: they would ask the broken database for the user.
+    """
     exc = sys.exc_info()[1]
+    context = {"request_id": getattr(request, "request_id", "")}
     if isinstance(exc, _dependency_errors()):
-        response = _render_error(request, "errors/503.html", 503)
+        response = HttpResponse(render_to_string("errors/503.html", context), status=503)
         response["Retry-After"] = "30"
         return response
-    return _render_error(request, "errors/500.html", 500)
+    return HttpResponse(render_to_string("errors/500.html", context), status=500)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -20,10 +20,10 @@ class MFARequiredMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(_OPEN_PREFIXES):
+            return self.get_response(request)  # decided without loading the session
         user = request.user
-        if user.is_authenticated and not user.is_verified() and not request.path.startswith(
-            _OPEN_PREFIXES
-        ):
+        if user.is_authenticated and not user.is_verified():
             target = reverse("accounts:mfa_verify")
             if request.headers.get("Accept", "").startswith("application/json"):
                 return JsonResponse(
