@@ -10,7 +10,7 @@ mkdir -p var/log
 $PY manage.py migrate --no-input -v0
 $PY manage.py collectstatic --no-input -v0
 ca=$($PY scripts/make_tls.py var/tls)
-creds=$($PY manage.py seed_demo --json)
+creds=$($PY manage.py seed_demo --json --base-url "https://localhost:$PORT")
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -40,14 +40,7 @@ cat <<MSG
   Demo users: password, then a code from an authenticator app holding the TOTP secret
   (no app at hand? .venv/bin/python manage.py demo_totp alice prints the current code):
 MSG
-echo "$creds" | $PY -c '
-import json, sys
-data = json.load(sys.stdin)
-for u in data["users"]:
-    print(f"    {u[\"role\"]:9} {u[\"username\"]:8} password: {u[\"password\"]:24} TOTP secret: {u[\"totp_secret\"]}")
-for r in data["resources"]:
-    print(f"    resource {r[\"slug\"]:14} tier {r[\"tier\"]:9} {r[\"kind\"]:4} {r[\"url\"]}")
-'
+echo "$creds" | $PY scripts/print_demo.py
 echo
 echo "  All of it again as JSON: .venv/bin/python manage.py seed_demo --json    (Ctrl-C stops)"
 wait

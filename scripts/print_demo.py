@@ -1,0 +1,11 @@
+"""Print the demo users and resources from ``seed_demo --json`` (read on stdin) for people."""
+
+import json
+import sys
+
+data = json.load(sys.stdin)
+for u in data["users"]:
+    print(f"    {u['role']:9} {u['username']:8} password: {u['password']:24} TOTP secret: {u['totp_secret']}")
+print()
+for r in data["resources"]:
+    print(f"    {r['name'] if 'name' in r else r['slug']:20} tier {r['tier']:9} {r['kind']:4} {r['url']}")
