@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from portal import views
+from portal.metrics import metrics_view
 
 urlpatterns = [
     path("accounts/", include("portal.accounts.urls")),
@@ -11,6 +12,7 @@ urlpatterns = [
     path("audit/", include("portal.audit.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("streaming.proxy.urls")),
     path("", include("streaming.desktop.urls")),
     path("", include("tiers.urls")),

@@ -6,6 +6,7 @@ holds a policy ``if`` of its own (STYLE.md, convention 2).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.audit.chain import record
+from portal.metrics import DECISION_SECONDS, DECISIONS
 from tiers.context import CHALLENGE_TTL_SECONDS, classify, gather, session_hash
 from tiers.decision import decide
 from tiers.models import ActionChallenge, Resource
@@ -53,6 +55,7 @@ def authorize(user: AbstractBaseUser, session: Any, client_address: str, resourc
     ``audit_allows=False`` lets a high-volume enforcement point (the proxy) keep allows in its
     own access records; denials and step-ups always go to the audit chain.
     """
+    started = time.perf_counter()
     inp = gather(user, session, client_address, resource, action, device=device)
     decision = decide(inp)
     if decision.consumed_one_time_mfa and not _consume_one_time_mfa(
@@ -62,6 +65,8 @@ def authorize(user: AbstractBaseUser, session: Any, client_address: str, resourc
             "mfa_per_action", "This action needs a fresh code for this action alone.",
             {"action_class": str(action.action_class), "freshness": 0},
             "Enter a code from your authenticator app."),))
+    DECISION_SECONDS.observe(time.perf_counter() - started)
+    DECISIONS.labels(outcome=str(decision.outcome), tier=inp.resource.tier.name, action=action.kind).inc()
     if audit_allows or not decision.allowed:
         record("decision", outcome=str(decision.outcome), actor=user.get_username(),
                resource=resource.slug, reasons=decision.reasons_as_data(),

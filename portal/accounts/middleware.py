@@ -12,7 +12,7 @@ from django.urls import reverse
 __all__ = ["MFARequiredMiddleware"]
 
 _OPEN_PREFIXES = ("/accounts/login/", "/accounts/logout/", "/accounts/mfa/", "/healthz",
-                  "/readyz", "/static/")
+                  "/readyz", "/metrics", "/static/")
 
 
 class MFARequiredMiddleware:

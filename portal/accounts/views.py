@@ -21,7 +21,15 @@ from portal.accounts.forms import PasswordForm, TokenForm
 from portal.accounts.redirects import remember_next, safe_next, take_next
 from portal.accounts.throttle import LoginThrottle
 from portal.audit.chain import record_request
+from portal.metrics import SIGN_INS
 from tiers.enforcement import verify_challenge
+
+
+def _audit(request: HttpRequest, step: str, *, outcome: str, **kwargs: object) -> None:
+    """One sign-in step: an audit event and a metric."""
+    record_request(request, step, outcome=outcome, **kwargs)
+    SIGN_INS.labels(step=step, outcome=outcome).inc()
+
 
 GENERIC_LOGIN_ERROR = "The username or password is not right. Check both and try again."
 
@@ -45,7 +53,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
         username = form.cleaned_data["username"]
         throttle = LoginThrottle(username, request.client_address)
         if wait := throttle.retry_after():
-            record_request(request, "login.password", outcome="throttled", actor=username,
+            _audit(request, "login.password", outcome="throttled", actor=username,
                            detail={"retry_after": wait})
             form.add_error(None, _wait_message(wait))
             status = 429
@@ -53,13 +61,13 @@ def login_view(request: HttpRequest) -> HttpResponse:
             user = authenticate(request, username=username, password=form.cleaned_data["password"])
             if user is None:
                 throttle.failed()
-                record_request(request, "login.password", outcome="failure", actor=username)
+                _audit(request, "login.password", outcome="failure", actor=username)
                 form.add_error(None, GENERIC_LOGIN_ERROR)
                 status = 401
             else:
                 throttle.succeeded()
                 login(request, user)  # rotates the session key
-                record_request(request, "login.password", outcome="success")
+                _audit(request, "login.password", outcome="success")
                 remember_next(request, request.POST.get("next") or request.GET.get("next"))
                 if mfa.has_confirmed_totp(user):
                     return redirect("accounts:mfa_verify")
@@ -85,17 +93,17 @@ def mfa_verify_view(request: HttpRequest) -> HttpResponse:
         result = mfa.verify_second_factor(user, form.cleaned_data["otp_token"])
         if result.ok:
             mfa.mark_mfa(request, result.device)
-            record_request(request, "mfa.verify", outcome="success",
+            _audit(request, "mfa.verify", outcome="success",
                            detail={"device": type(result.device).__name__})
             return redirect(take_next(request))
         if result.throttled_for:
-            record_request(request, "mfa.verify", outcome="throttled",
+            _audit(request, "mfa.verify", outcome="throttled",
                            detail={"retry_after": result.throttled_for})
             form.add_error("otp_token", f"Too many wrong codes. Wait {result.throttled_for} "
                                         "seconds, then enter a new code.")
             status = 429
         else:
-            record_request(request, "mfa.verify", outcome="failure")
+            _audit(request, "mfa.verify", outcome="failure")
             form.add_error("otp_token", "That code is not right, or it was already used. "
                                         "Wait for the next code and try again.")
             status = 401
@@ -121,10 +129,10 @@ def mfa_view(request: HttpRequest) -> HttpResponse:
         if result.ok:
             mfa.mark_mfa(request, result.device)
             codes = mfa.issue_backup_codes(user)
-            record_request(request, "mfa.enrol", outcome="success")
+            _audit(request, "mfa.enrol", outcome="success")
             return render(request, "accounts/backup_codes.html",
                           {"codes": codes, "continue_to": take_next(request), "first_time": True})
-        record_request(request, "mfa.enrol", outcome="throttled" if result.throttled_for
+        _audit(request, "mfa.enrol", outcome="throttled" if result.throttled_for
                        else "failure")
         form.add_error("otp_token", f"Too many wrong codes. Wait {result.throttled_for} seconds."
                        if result.throttled_for else
@@ -143,7 +151,7 @@ def _mfa_status(request: HttpRequest) -> HttpResponse:
         if age is None or age > 300:
             return redirect(f"{reverse('accounts:step_up')}?next={reverse('accounts:mfa')}")
         codes = mfa.issue_backup_codes(request.user)
-        record_request(request, "mfa.backup_codes", outcome="success")
+        _audit(request, "mfa.backup_codes", outcome="success")
         return render(request, "accounts/backup_codes.html",
                       {"codes": codes, "continue_to": reverse("accounts:mfa"), "first_time": False})
     return render(request, "accounts/mfa_status.html", {
@@ -166,10 +174,10 @@ def step_up_view(request: HttpRequest) -> HttpResponse:
             mfa.mark_mfa(request, result.device)
             challenge = request.POST.get("challenge") or request.GET.get("challenge")
             armed = verify_challenge(request.user, request.session.session_key, old_key, challenge)
-            record_request(request, "mfa.step_up", outcome="success",
+            _audit(request, "mfa.step_up", outcome="success",
                            detail={"next": next_url, "one_time_grant": armed})
             return HttpResponseRedirect(next_url)
-        record_request(request, "mfa.step_up",
+        _audit(request, "mfa.step_up",
                        outcome="throttled" if result.throttled_for else "failure")
         form.add_error("otp_token", f"Too many wrong codes. Wait {result.throttled_for} seconds."
                        if result.throttled_for else

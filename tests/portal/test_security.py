@@ -72,3 +72,17 @@ def test_readyz_names_the_dependency_that_is_down(client, settings, monkeypatch)
     assert response.status_code == 503
     assert response.json()["failing"] == ["guacd"]
     assert "unavailable" in response.json()["checks"]["guacd"]
+
+
+def test_metrics_are_served_to_the_monitoring_network_only(client, settings, employee):
+    import ipaddress
+
+    from tests.factories import PASSWORD
+
+    client.post("/accounts/login/", {"username": employee.username, "password": PASSWORD})
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert 'portal_sign_in_steps_total{outcome="success",step="login.password"}' in response.content.decode()
+
+    settings.PORTAL_METRICS_NETWORKS = (ipaddress.ip_network("10.9.0.0/16"),)
+    assert client.get("/metrics").status_code == 404
