@@ -1,0 +1,318 @@
+"""What the tiers pages show and change, as plain functions the views call.
+
+"My apps" previews each resource with the same :func:`tiers.decision.decide` the enforcement
+points use (nothing is audited: a preview opens nothing); the denial page renders a
+decision's reasons; the admin pages re-tag resources, edit tiers and run the policy
+simulator. None of this holds a policy ``if``: outcomes and reasons come from the decision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from portal.accounts.mfa import MFA_TIME_KEY
+from portal.audit.chain import record
+from tiers.context import gather, resolve_zone, resource_info, subject_for
+from tiers.decision import decide
+from tiers.jit import NO_ORIGIN, Origin
+from tiers.models import AccessMode, AccessRequest, NetworkZone, Resource, ResourceKind, Tier, TierChange
+from tiers.querysets import visible_to
+from tiers.types import Action, ActionClass, Decision, DecisionInput, DeviceInfo, Outcome, Reason, ZoneInfo
+
+__all__ = [
+    "AppCard", "Simulation", "TierGroup", "app_groups", "catalog_resources", "entry_point",
+    "human_seconds", "note_tier_change", "open_action", "render_denial", "render_unavailable", "retag",
+    "simulate", "simulation_summary", "tier_rules", "update_tier",
+]
+
+# Short words for the rule that stopped a preview, as a card can show them.
+MISSING = {
+    "resource_disabled": "Switched off for now",
+    "account_locked": "Your account is locked",
+    "pathway_not_allowed": "Cannot be opened this way",
+    "not_entitled": "Not shared with you",
+    "tier_closed": "Closed by an admin",
+    "network_zone_not_allowed": "Not from this network",
+    "device_not_trusted": "Needs a trusted device",
+    "approval_required": "Needs approval",
+    "risk_too_high": "Blocked: unusual activity",
+    "mfa_stale": "Needs a fresh code",
+    "mfa_per_action": "Needs a code for each action",
+}
+
+
+def human_seconds(seconds: int | None, *, none: str = "not needed") -> str:
+    """``3600`` -> ``1 h``; ``0`` -> ``every action``; ``None`` -> ``none``."""
+    if seconds is None:
+        return none
+    if seconds == 0:
+        return "every action"
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+# --- My apps --------------------------------------------------------------------------------
+
+def entry_point(resource: Resource) -> tuple[str, str]:
+    """Where a resource opens in the portal and how that is described: (path, label).
+
+    Web apps of a pixel-streamed tier open as an isolated desktop (the proxy would answer
+    ``isolate`` anyway); desktops and hosts always do.
+    """
+    if resource.kind == ResourceKind.WEB and resource.tier.access_mode != AccessMode.STREAM:
+        return f"/apps/{resource.slug}/", "Opens directly, through the portal"
+    return f"/desktop/{resource.slug}/", "Opens in an isolated desktop (you only receive pixels)"
+
+
+def open_action(resource: Resource) -> Action:
+    """What opening ``resource`` from My apps amounts to, as its enforcement point asks it.
+
+    A web app's first page is a plain read; opening a desktop is a sensitive action (the
+    desktop broker asks it that way: every tunnel open needs a fresh code).
+    """
+    if resource.kind == ResourceKind.WEB:
+        return Action("http", ActionClass.READ, "GET", "/")
+    return Action("desktop.open", ActionClass.SENSITIVE, path=f"/desktop/{resource.slug}/")
+
+
+@dataclass(frozen=True)
+class AppCard:
+    """One resource on My apps, with what the decision would say if it were opened now."""
+
+    resource: Resource
+    decision: Decision
+    path: str
+    how: str
+    pending_request: AccessRequest | None = None
+
+    @property
+    def can_open(self) -> bool:
+        """Allow, isolate and step-up all start by following the link (step-up asks on the way)."""
+        return self.decision.outcome is not Outcome.DENY
+
+    @property
+    def missing(self) -> Reason | None:
+        return self.decision.denial
+
+    @property
+    def missing_label(self) -> str:
+        reason = self.decision.denial
+        if reason is None or self.decision.outcome is Outcome.ISOLATE:
+            return ""
+        return MISSING.get(reason.rule, reason.message)
+
+    @property
+    def needs_request(self) -> bool:
+        reason = self.decision.denial
+        return reason is not None and reason.rule == "approval_required"
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.resource.tier.approval_required
+
+
+@dataclass(frozen=True)
+class TierGroup:
+    tier: Tier
+    cards: list[AppCard] = field(default_factory=list)
+
+
+def app_groups(user: AbstractBaseUser, session: Any, client_address: str,
+               *, now: float | None = None) -> list[TierGroup]:
+    """The resources ``user`` may see, grouped by tier (least sensitive first), each previewed."""
+    now = time.time() if now is None else now
+    pending = {r.resource_id: r for r in AccessRequest.objects.filter(
+        requester=user, state=AccessRequest.State.PENDING)}
+    groups: dict[int, TierGroup] = {}
+    resources = visible_to(user).order_by("tier__rank", "tier__name", "name")
+    for resource in resources:
+        decision = decide(gather(user, session, client_address, resource, open_action(resource), now=now))
+        path, how = entry_point(resource)
+        group = groups.setdefault(resource.tier_id, TierGroup(resource.tier))
+        group.cards.append(AppCard(resource, decision, path, how, pending.get(resource.pk)))
+    return list(groups.values())
+
+
+# --- the denial page -------------------------------------------------------------------------
+
+def render_denial(request: HttpRequest, resource: Resource | Any, decision: Decision,
+                  status: int = 403) -> HttpResponse:
+    """A page that says why ``decision`` refused ``resource`` and what to do about it.
+
+    ``resource`` is a :class:`Resource` or anything with ``name`` and ``slug`` (e.g. a
+    :class:`~tiers.types.ResourceInfo`). Enforcement points return this for ``deny``.
+    """
+    denial = decision.denial
+    passed = [r for r in decision.reasons if r is not denial]
+    return render(request, "tiers/denied.html", {
+        "resource": resource, "decision": decision, "denial": denial, "passed": passed, "status": status,
+        "missing_label": MISSING.get(denial.rule, "") if denial else "",
+        "request_access": denial is not None and denial.rule == "approval_required",
+        "step_up": decision.outcome is Outcome.STEP_UP,
+        "isolate": decision.outcome is Outcome.ISOLATE,
+    }, status=status)
+
+
+def render_unavailable(request: HttpRequest) -> HttpResponse:
+    """Fail closed: a dependency the decision needs is down, so nothing is allowed (503)."""
+    response = render(request, "errors/503.html", status=503)
+    response["Retry-After"] = "30"
+    return response
+
+
+# --- catalog administration -----------------------------------------------------------------
+
+def catalog_resources(*, tier: Tier | None = None, kind: str = "", text: str = "") -> QuerySet[Resource]:
+    """All resources for the admin list, filtered by tier, kind and free text."""
+    resources = Resource.objects.select_related("tier").order_by("tier__rank", "name")
+    if tier is not None:
+        resources = resources.filter(tier=tier)
+    if kind:
+        resources = resources.filter(kind=kind)
+    if text:
+        resources = resources.filter(Q(slug__icontains=text) | Q(name__icontains=text)
+                                     | Q(description__icontains=text))
+    return resources
+
+
+def note_tier_change(resource: Resource, from_tier: str, to_tier: str, by: str,
+                     origin: Origin = NO_ORIGIN) -> TierChange:
+    """Write one tier move to the resource's history and to the audit chain."""
+    change = TierChange.objects.create(resource=resource, from_tier=from_tier, to_tier=to_tier,
+                                       changed_by=by)
+    record("catalog.retag", outcome="success", actor=by, resource=resource.slug,
+           client_address=origin.client_address, request_id=origin.request_id,
+           detail={"from": from_tier, "to": to_tier, "change": change.pk})
+    return change
+
+
+def retag(resources: Iterable[Resource], tier: Tier, by: AbstractBaseUser,
+          origin: Origin = NO_ORIGIN) -> list[TierChange]:
+    """Move ``resources`` to ``tier``; each real move is kept in history and audited."""
+    changes = []
+    with transaction.atomic():
+        for resource in Resource.objects.select_for_update().select_related("tier").filter(
+                pk__in=[r.pk for r in resources]).order_by("pk"):
+            if resource.tier_id == tier.pk:
+                continue
+            from_tier = resource.tier.name
+            resource.tier = tier
+            resource.save(update_fields=["tier"])
+            changes.append(note_tier_change(resource, from_tier, tier.name, by.get_username(), origin))
+    return changes
+
+
+def _tier_snapshot(tier: Tier) -> dict[str, Any]:
+    values: dict[str, Any] = {f.name: getattr(tier, f.attname) for f in Tier._meta.concrete_fields}
+    values["allowed_zones"] = sorted(z.name for z in tier.allowed_zones.all())
+    return values
+
+
+def update_tier(form: Any, by: AbstractBaseUser, origin: Origin = NO_ORIGIN) -> dict[str, list[Any]]:
+    """Save a valid tier form; audit what changed (``tier.update``) and return it."""
+    with transaction.atomic():
+        before = _tier_snapshot(Tier.objects.get(pk=form.instance.pk))
+        tier = form.save()
+        after = _tier_snapshot(tier)
+        changes = {k: [before[k], after[k]] for k in after if before.get(k) != after[k]}
+        if changes:
+            record("tier.update", outcome="success", actor=by.get_username(), resource=tier.name,
+                   client_address=origin.client_address, request_id=origin.request_id,
+                   detail={"tier": tier.name, "changes": changes})
+    return changes
+
+
+def tier_rules(tier: Tier) -> list[tuple[str, str]]:
+    """A tier's rules as (label, value) rows, in words."""
+    zones = ", ".join(z.name for z in tier.allowed_zones.all()) or "any network"
+    yes_no = {True: "yes", False: "no"}
+    return [
+        ("How it is reached", tier.get_access_mode_display()),
+        ("Fresh code for reading", human_seconds(tier.mfa_read)),
+        ("Fresh code for writing", human_seconds(tier.mfa_write)),
+        ("Fresh code for sensitive actions", human_seconds(tier.mfa_sensitive)),
+        ("Trusted device required", yes_no[tier.device_trust_required]),
+        ("Networks", zones),
+        ("Approval before access", yes_no[tier.approval_required]),
+        ("Session length / idle", f"{human_seconds(tier.session_max_seconds)} / "
+                                  f"{human_seconds(tier.idle_seconds)}"),
+        ("Re-checked every", human_seconds(tier.reauth_interval_seconds)),
+        ("Clipboard in / out", f"{tier.clipboard_in} / {tier.clipboard_out}"),
+        ("File transfer", tier.file_transfer),
+        ("Recording, read-only, watermark",
+         ", ".join(n for n, on in (("recorded", tier.recording), ("read-only", tier.read_only),
+                                   ("watermarked", tier.watermark)) if on) or "none"),
+        ("Rate limit", f"{tier.rate_limit_per_minute} / min" if tier.rate_limit_per_minute
+         else "none"),
+        ("Retention", f"{tier.retention_days} days"),
+    ]
+
+
+# --- policy simulator ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Simulation:
+    """A "what if": the input the simulator built and what the decision said."""
+
+    input: DecisionInput
+    decision: Decision
+
+
+def simulate(user: AbstractBaseUser, resource: Resource, action: Action, *,
+             zone: NetworkZone | None = None, client_address: str = "",
+             mfa_age: int | None = None, has_grant: bool = False, device_trusted: bool = False,
+             one_time_mfa: bool = False, risk_score: float = 0.0,
+             now: float | None = None) -> Simulation:
+    """Decide a hypothetical action with the real :func:`decide`. Reads only; changes nothing.
+
+    The network is the client address's zone when one is given, else ``zone`` (``None`` =
+    the internet). A grant, when assumed, runs for an hour from ``now``.
+    """
+    now = time.time() if now is None else now
+    session = {} if mfa_age is None else {MFA_TIME_KEY: now - mfa_age}
+    if client_address:
+        zone_info = resolve_zone(client_address)
+    elif zone is not None:
+        zone_info = ZoneInfo(name=zone.name, trusted=zone.trusted)
+    else:
+        zone_info = ZoneInfo()
+    inp = DecisionInput(
+        subject=subject_for(user, session, now),
+        device=DeviceInfo(id="simulated" if device_trusted else "", registered=device_trusted,
+                          trusted=device_trusted),
+        zone=zone_info, resource=resource_info(resource), action=action, now=now,
+        grant_expires_at=now + 3600 if has_grant else None, one_time_mfa=one_time_mfa,
+        risk_score=risk_score, risk_signals=("simulated",) if risk_score else (),
+    )
+    return Simulation(inp, decide(inp))
+
+
+def simulation_summary(sim: Simulation) -> Sequence[tuple[str, str]]:
+    """The simulated input in words, so the admin sees what was assumed."""
+    inp = sim.input
+    return [
+        ("User", f"{inp.subject.username} ({', '.join(sorted(inp.subject.groups)) or 'no groups'})"
+                 + ("" if inp.subject.is_active else ", locked")),
+        ("Resource", f"{inp.resource.name} ({inp.resource.slug}, {inp.resource.kind}, "
+                     f"tier {inp.resource.tier.name})"),
+        ("Action", f"{inp.action.kind}, {inp.action.action_class}"),
+        ("Network zone", inp.zone.name + (f" (from {inp.zone.address})" if inp.zone.address else "")),
+        ("Last MFA", "never" if inp.subject.mfa_age is None else f"{int(inp.subject.mfa_age)} s ago"),
+        ("Approved grant", "yes" if inp.grant_expires_at else "no"),
+        ("Trusted device", "yes" if inp.device.trusted else "no"),
+        ("One-time code waiting", "yes" if inp.one_time_mfa else "no"),
+        ("Risk score", f"{inp.risk_score:.2f}"),
+        ("Evaluated at", datetime.fromtimestamp(inp.now, tz=UTC).isoformat(timespec="seconds")),
+    ]
