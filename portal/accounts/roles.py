@@ -17,6 +17,8 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     ADMIN: ("use_portal", "manage_catalog", "approve_access", "manage_sessions"),
     AUDITOR: ("view_audit",),
 }
+# Admins also edit the catalog in Django admin (its history and audit hooks are in tiers/admin.py).
+ADMIN_MODEL_PERMISSIONS = ("tiers",)
 
 
 def ensure_roles() -> dict[str, Group]:
@@ -25,6 +27,8 @@ def ensure_roles() -> dict[str, Group]:
     for role, codenames in ROLE_PERMISSIONS.items():
         group, _ = Group.objects.get_or_create(name=role)
         perms = Permission.objects.filter(content_type__app_label="accounts", codename__in=codenames)
+        if role == ADMIN:
+            perms = perms | Permission.objects.filter(content_type__app_label__in=ADMIN_MODEL_PERMISSIONS)
         group.permissions.set(perms)
         groups[role] = group
     return groups

@@ -204,3 +204,18 @@ def test_admin_pages_need_staff_and_mfa(client):
     admin.totp = enrol_totp(admin)
     sign_in(client, admin)
     assert client.get("/admin/").status_code == 200
+
+
+def test_roles_hold_exactly_their_permissions():
+    from django.contrib.auth.models import Group
+
+    from portal.accounts.roles import ensure_roles
+
+    ensure_roles()
+    employee = set(Group.objects.get(name="employee").permissions.values_list("codename", flat=True))
+    auditor = set(Group.objects.get(name="auditor").permissions.values_list("codename", flat=True))
+    admin = set(Group.objects.get(name="admin").permissions.values_list("codename", flat=True))
+    assert employee == {"use_portal"}
+    assert auditor == {"view_audit"}
+    assert {"manage_catalog", "approve_access", "manage_sessions", "change_resource", "change_tier"} <= admin
+    assert "view_audit" not in admin
