@@ -12,10 +12,15 @@ from django.core.asgi import get_asgi_application
 django_asgi_app = get_asgi_application()
 
 from portal.routing import websocket_urlpatterns  # noqa: E402
+from streaming.proxy.asgi import ProxyDispatch  # noqa: E402
+
+# /apps/ bypasses Django's request handling so bodies stream (docs/decisions/0005).
+http_app = ProxyDispatch(django_asgi_app)
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
+        "lifespan": http_app.lifespan,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

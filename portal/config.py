@@ -112,6 +112,19 @@ class Config:
     recordings_dir: Path
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     var_dir: Path = field(default=VAR_DIR)
+    metrics_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    assertion_keys_dir: Path = field(default=VAR_DIR / "assertion_keys")
+    siem_webhook_url: str | None = None
+    siem_webhook_token: str | None = None
+    siem_syslog: str | None = None
+
+
+def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = _read(env, name) or None
+    if raw is not None and (raw.partition("://")[0] not in schemes or not raw.partition("://")[2]):
+        raise ConfigError(f"{name} must look like {schemes[0]}://host:port... (got {raw!r})")
+    return raw
 
 
 def load_config(env: dict[str, str] | None = None) -> Config:
@@ -133,6 +146,12 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         guacd_port=_port(env, "GUACD_PORT", 4822),
         recordings_dir=Path(recordings) if recordings else VAR_DIR / "recordings",
         trusted_proxies=_networks(env, "PORTAL_TRUSTED_PROXIES"),
+        metrics_networks=_networks(env, "PORTAL_METRICS_NETWORKS") or (
+            ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+        assertion_keys_dir=Path(_read(env, "PORTAL_ASSERTION_KEYS_DIR") or VAR_DIR / "assertion_keys"),
+        siem_webhook_url=_url(env, "PORTAL_SIEM_WEBHOOK_URL", ("https", "http")),
+        siem_webhook_token=_read(env, "PORTAL_SIEM_WEBHOOK_TOKEN") or None,
+        siem_syslog=_url(env, "PORTAL_SIEM_SYSLOG", ("udp", "tcp")),
     )
 
 

@@ -12,7 +12,19 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import connection
 
-__all__ = ["DEPENDENCY_CHECKS", "check_database", "check_redis", "readiness"]
+__all__ = ["DEPENDENCY_CHECKS", "DEPENDENCY_ERRORS", "check_database", "check_redis", "readiness"]
+
+
+def _dependency_errors() -> tuple[type[BaseException], ...]:
+    import redis
+    from django.db import DatabaseError
+
+    return (DatabaseError, ConnectionError, TimeoutError, redis.exceptions.RedisError)
+
+
+# What "a dependency is down" looks like from inside a request: answered 503, never 500,
+# and never an allow (DESIGN.md section 4, fail closed).
+DEPENDENCY_ERRORS = _dependency_errors()
 
 
 def check_database() -> None:

@@ -7,6 +7,8 @@ PostgreSQL (psycopg 3, pooled), Redis channels, a Redis cache and Celery on Redi
 
 from __future__ import annotations
 
+import os
+
 import dj_database_url
 import structlog
 from django.utils.csp import CSP
@@ -78,15 +80,17 @@ TEMPLATES = [
 if CONFIG.database_url:
     DATABASES = {"default": dj_database_url.parse(CONFIG.database_url, conn_max_age=0)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 20}
+        # Fail fast (and closed) when the database is away, instead of queueing for 30 s.
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 20, "timeout": 5}
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "portal.sqlite3",
             "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
-            # A file, not memory, so end-to-end tests can share it with a server process.
-            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
+            # A file, not memory, so end-to-end tests can share it with a server process;
+            # one per test run, so parallel runs on one machine never share it.
+            "TEST": {"NAME": VAR_DIR / f"test-{os.getpid()}.sqlite3"},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -180,6 +184,7 @@ SILENCED_SYSTEM_CHECKS = [
     "security.W021",
 ]
 PORTAL_TRUSTED_PROXIES = CONFIG.trusted_proxies
+PORTAL_METRICS_NETWORKS = CONFIG.metrics_networks  # who may read /metrics
 
 # --- components the enforcement points use -------------------------------------------------
 
@@ -233,3 +238,49 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- desktop streaming ---------------------------------------------------------------------
+INSTALLED_APPS += ["streaming.desktop"]
+# Vault keys (Fernet, newest first). Empty: one key derived from SECRET_KEY. To rotate, put a
+# new key first, run `manage.py vault rotate`, then drop the old one.
+PORTAL_VAULT_KEYS: list[str] = []
+PORTAL_DESKTOP_TICKET_SECONDS = 60  # one-time tunnel ticket lifetime
+PORTAL_DESKTOP_REAUTH_MAX_SECONDS = 30  # re-decide at least this often, whatever the tier says
+PORTAL_DESKTOP_STEP_UP_GRACE_SECONDS = 120  # input held this long for a fresh code, then the end
+PORTAL_DESKTOP_WARN_SECONDS = 60  # warn this long before an idle or maximum-duration end
+
+# --- audit jobs ----------------------------------------------------------------------------
+# Beat entries expire a little before the next run is due: a worker that was down does not
+# wake up to a backlog of stale runs (each job catches up by itself: cursors, full walks).
+CELERY_BEAT_SCHEDULE.update({
+    "audit-verify-chain": {"task": "portal.audit.tasks.verify_audit_chain",
+                           "schedule": 15 * 60.0, "options": {"expires": 14 * 60}},
+    "audit-forward-to-siem": {"task": "portal.audit.tasks.forward_events_to_siem",
+                              "schedule": 30.0, "options": {"expires": 25}},
+    "audit-expire-grants": {"task": "portal.audit.tasks.expire_grants",
+                            "schedule": 60.0, "options": {"expires": 55}},
+})
+PORTAL_SIEM_WEBHOOK_URL = CONFIG.siem_webhook_url  # POSTs OCSF events as JSON Lines
+PORTAL_SIEM_WEBHOOK_TOKEN = CONFIG.siem_webhook_token  # sent as a bearer token, if set
+PORTAL_SIEM_SYSLOG = CONFIG.siem_syslog  # udp://host:514 or tcp://host:514
+PORTAL_SIEM_BATCH_SIZE = 500  # events per webhook POST
+PORTAL_SIEM_MAX_BATCHES = 20  # per run: a run stays short, the next one carries on
+PORTAL_SIEM_TIMEOUT_SECONDS = 10.0
+PORTAL_AUDIT_PAGE_SIZE = 50
+PORTAL_AUDIT_EXPORT_CHUNK_SIZE = 2000  # rows fetched per round trip while streaming an export
+
+# --- identity-aware proxy ---
+INSTALLED_APPS += ["streaming.proxy"]
+# ES256 keys for X-Portal-Assertion: PEM files (0600) in a 0700 directory, outside git.
+# Replicas share it (a mounted secret volume); `manage.py rotate_signing_key` rotates.
+PORTAL_ASSERTION_KEYS_DIR = CONFIG.assertion_keys_dir
+PORTAL_ASSERTION_LIFETIME = 120  # seconds; the code caps it at 300
+PORTAL_ASSERTION_ISSUER: str | None = None  # None: https://<host the request came to>
+PORTAL_PROXY_CONNECT_TIMEOUT = 5.0
+PORTAL_PROXY_READ_TIMEOUT = 60.0  # also the write timeout: a stalled upstream is cut off
+PORTAL_PROXY_MAX_CONNECTIONS = 100  # per upstream origin, kept alive between requests
+PORTAL_PROXY_CHUNK_BYTES = 64 * 1024  # streaming unit both ways: memory per request is O(this)
+PORTAL_PROXY_HOLD_MAX_BYTES = 256 * 1024  # largest form post kept across a step-up
+PORTAL_PROXY_HOLD_SECONDS = 300  # how long a held form post waits for its step-up
+PORTAL_PROXY_RATE_LIMIT_REDIS = CONFIG.redis_url  # token buckets in Redis; None = in memory
+PORTAL_PROXY_CATALOG_CACHE_SECONDS = 2.0  # resource rows per process; saves here clear it at once

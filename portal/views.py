@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 
 from django.contrib.auth.decorators import login_not_required
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.views.decorators.cache import never_cache
 
-from portal.health import readiness
+from portal.health import DEPENDENCY_ERRORS, readiness
 
 __all__ = ["bad_request", "csrf_failure", "healthz", "page_not_found", "permission_denied",
            "readyz", "server_error"]
@@ -31,17 +30,6 @@ def readyz(request: HttpRequest) -> HttpResponse:
     body = {"status": "ok" if not failing else "unavailable", "checks": checks,
             "failing": failing}
     return JsonResponse(body, status=503 if failing else 200)
-
-
-def _dependency_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [DatabaseError, ConnectionError, TimeoutError]
-    try:
-        import redis
-
-        errors.append(redis.exceptions.RedisError)
-    except ImportError:  # pragma: no cover - redis is a dependency
-        pass
-    return tuple(errors)
 
 
 def _render_error(request: HttpRequest, template: str, status: int, **context: object) -> HttpResponse:
@@ -72,7 +60,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     """
     exc = sys.exc_info()[1]
     context = {"request_id": getattr(request, "request_id", "")}
-    if isinstance(exc, _dependency_errors()):
+    if isinstance(exc, DEPENDENCY_ERRORS):
         response = HttpResponse(render_to_string("errors/503.html", context), status=503)
         response["Retry-After"] = "30"
         return response

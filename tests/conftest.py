@@ -15,6 +15,8 @@ from django.test import Client
 
 from tests.factories import PASSWORD, UserFactory, enrol_totp, totp_code
 
+pytest_plugins = ["tests.fixtures.targets", "tests.fixtures.portal_server"]
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

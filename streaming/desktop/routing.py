@@ -1,5 +1,9 @@
 """WebSocket routes of the desktop enforcement point."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from streaming.desktop.consumer import DesktopTunnelConsumer
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/desktop/<str:session_id>/", DesktopTunnelConsumer.as_asgi(), name="desktop-tunnel"),
+]

@@ -13,8 +13,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
-# Playwright's sync API runs its own event loop; Django's ORM calls from the test thread are fine.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture
@@ -24,8 +22,11 @@ def portal_url(transactional_db):
 
 
 @pytest.fixture
-def browser():
+def browser(monkeypatch):
     require(os.path.exists(CHROMIUM), "Debian's chromium at /usr/bin/chromium")
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
+    # between page actions are still plain synchronous calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

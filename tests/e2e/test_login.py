@@ -41,6 +41,7 @@ def test_new_user_enrols_totp_and_lands_on_my_apps(portal_url, page):
     assert "/accounts/mfa" in page.url, "a wrong code must not sign anybody in"
 
     page.goto(f"{portal_url}/accounts/mfa/")
+    page.wait_for_timeout(1500)  # one wrong code costs a one-second wait (throttling)
     page.fill("input[name=otp_token]", code_for(secret))
     page.click("button[type=submit]")
     assert page.locator("#backup-codes li").count() == 10
@@ -64,6 +65,7 @@ def test_returning_user_with_a_wrong_code_stays_out(portal_url, page):
     assert "not right" in page.locator(".error").inner_text()
     page.goto(f"{portal_url}/")
     assert "/accounts/mfa/verify/" in page.url
+    page.wait_for_timeout(1500)  # one wrong code costs a one-second wait (throttling)
     page.fill("input[name=otp_token]", totp_code(device))
     page.click("button[type=submit]")
     page.wait_for_url(f"{portal_url}/")

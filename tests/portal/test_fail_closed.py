@@ -38,7 +38,7 @@ def test_database_down_answers_503_with_a_clear_page(path):
 def test_redis_down_answers_503_on_sign_in():
     dead = f"redis://127.0.0.1:{free_port()}/0"
     with run_portal({"REDIS_URL": dead}) as base:
-        status, body = fetch(base + "/accounts/login/")
+        status, _ = fetch(base + "/accounts/login/")
         assert status in (200, 503)  # the form itself needs no Redis
         import http.cookiejar
 

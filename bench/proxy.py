@@ -1,0 +1,230 @@
+"""Direct vs nginx vs portal: the identity-aware proxy's cost, in one run, same concurrency.
+
+    .venv/bin/python bench/proxy.py [--upstream echo|datasette] [--connections 16] [--seconds 10]
+
+Starts the upstream, nginx (config generated in a temp dir) and the portal (uvicorn, one
+worker, behind-a-TLS-balancer mode: plain HTTP from 127.0.0.1 trusted for X-Forwarded-Proto),
+signs a bench user in (a real session with a verified TOTP device), then points wrk at each
+with the same connections and duration: a throughput run at --connections and a latency run
+at one connection. Every portal request is fully re-authorized (session, user, device,
+resource, decision) and carries a freshly signed assertion. Uses DATABASE_URL / REDIS_URL
+like the portal does (SQLite and in-memory buckets when unset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+
+def _wrk(url: str, connections: int, seconds: int, headers: dict[str, str]) -> dict[str, float]:
+    args = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s", "--latency"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def pct(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "errors": int(non2xx.group(1)) if non2xx else 0}
+
+
+def _wait(url: str, headers: dict[str, str] | None = None) -> None:
+    import httpx
+
+    for _ in range(200):
+        try:
+            httpx.get(url, headers=headers, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} never answered")
+
+
+def _nginx_conf(directory: Path, port: int, upstream_port: int) -> Path:
+    conf = directory / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {directory}/body; proxy_temp_path {directory}/proxy;
+  fastcgi_temp_path {directory}/fcgi; uwsgi_temp_path {directory}/uwsgi; scgi_temp_path {directory}/scgi;
+  upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $remote_addr;
+    }}
+  }}
+}}
+""")
+    return conf
+
+
+def _bench_session(slug: str, upstream: str) -> str:
+    import django
+
+    django.setup()
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.auth.models import Group
+    from django.contrib.sessions.backends.db import SessionStore
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from portal.accounts.mfa import MFA_TIME_KEY
+    from tiers.models import Resource, Tier
+
+    user, _ = get_user_model().objects.get_or_create(username="bench",
+                                                     defaults={"email": "bench@example.com"})
+    group, _ = Group.objects.get_or_create(name="employee")
+    user.groups.add(group)
+    device, _ = TOTPDevice.objects.get_or_create(user=user, name="bench", defaults={"confirmed": True})
+    tier, _ = Tier.objects.update_or_create(name="bench-low", defaults={"access_mode": "proxy"})
+    resource, _ = Resource.objects.update_or_create(
+        slug=slug, defaults={"name": "Bench app", "kind": "web", "upstream": upstream, "tier": tier})
+    resource.allowed_groups.set([group])
+    session = SessionStore()
+    session.update({SESSION_KEY: str(user.pk),
+                    BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+                    HASH_SESSION_KEY: user.get_session_auth_hash(),
+                    DEVICE_ID_SESSION_KEY: device.persistent_id, MFA_TIME_KEY: int(time.time())})
+    session.create()
+    return session.session_key
+
+
+def _profile(slug: str, session_key: str, rounds: int = 300) -> dict[str, float]:
+    """Where a request's time goes, measured in this process, per call (ms)."""
+    from streaming.proxy.access import GateRequest, admit, keyring
+    from streaming.proxy.assertion import Identity, assertion_claims, sign_assertion
+
+    req = GateRequest(slug=slug, method="GET", path="/", portal_path=f"/apps/{slug}/",
+                      session_key=session_key, client_address="127.0.0.1", request_id="bench",
+                      issuer="https://bench")
+    admit(req)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        admit(req)
+    gate = (time.perf_counter() - started) / rounds * 1000
+    key = keyring().active()
+    ident = Identity("1", "bench", "b@example.com", ("employee",), "low", ("pwd", "otp"), 0, 0)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        sign_assertion(key, assertion_claims(ident, issuer="i", audience="a", now=time.time(), lifetime=60))
+    sign = (time.perf_counter() - started) / rounds * 1000
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        admit(req)
+    return {"admit_ms (incl. signing)": gate, "sign_ms": sign, "queries_per_request": len(queries)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--upstream", choices=["echo", "datasette"], default="datasette")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    for program in ("wrk", "nginx"):
+        if not (shutil.which(program) or Path(f"/usr/sbin/{program}").exists()):
+            raise SystemExit(f"{program} is not installed")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+
+    from tests.upstreams.launch import free_port
+
+    py = sys.executable
+    subprocess.run([py, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, check=True)
+    procs: list[subprocess.Popen] = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    try:
+        up_port, nginx_port, portal_port = free_port(), free_port(), free_port()
+        if args.upstream == "datasette":
+            from streaming.proxy.demo_app import command
+
+            base = "/apps/bench/"
+            procs.append(subprocess.Popen(command(tmp / "ds", up_port, base), cwd=ROOT,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            path = "notes/notes?_size=10"
+        else:
+            base = "/"
+            procs.append(subprocess.Popen([py, "-m", "uvicorn", "tests.upstreams.echo:app", "--port",
+                                           str(up_port), "--log-level", "warning", "--no-access-log"],
+                                          cwd=ROOT))
+            path = "hello"
+        upstream = f"http://127.0.0.1:{up_port}{base}"
+        _wait(upstream)
+        session_key = _bench_session("bench", upstream)
+        procs.append(subprocess.Popen([nginx, "-c", str(_nginx_conf(tmp, nginx_port, up_port)), "-g",
+                                       "daemon off;"]))
+        env = {**os.environ, "PORTAL_TRUSTED_PROXIES": "127.0.0.1/32"}
+        procs.append(subprocess.Popen(
+            [py, "-m", "uvicorn", "portal.asgi:application", "--port", str(portal_port), "--log-level",
+             "warning", "--no-access-log", "--no-proxy-headers", "--no-server-header"],
+            cwd=ROOT, env=env))
+        portal_headers = {"Cookie": f"sessionid={session_key}", "X-Forwarded-Proto": "https"}
+        _wait(f"http://127.0.0.1:{nginx_port}{base}")
+        _wait(f"http://127.0.0.1:{portal_port}/healthz", portal_headers)
+        targets = {
+            "direct": (f"{upstream}{path}", {}),
+            "nginx": (f"http://127.0.0.1:{nginx_port}{base}{path}", {}),
+            "portal": (f"http://127.0.0.1:{portal_port}/apps/bench/{path}", portal_headers),
+        }
+        import httpx
+
+        check = httpx.get(targets["portal"][0], headers=portal_headers)
+        assert check.status_code == 200, (check.status_code, check.text[:300])
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for name, (url, headers) in targets.items():
+            _wrk(url, args.connections, 2, headers)  # warm-up
+            results[name] = {"load": _wrk(url, args.connections, args.seconds, headers),
+                             "single": _wrk(url, 1, args.seconds, headers)}
+        profile = _profile("bench", session_key)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"upstream={args.upstream} connections={args.connections} seconds={args.seconds} "
+          f"cores={os.cpu_count()} db={'postgres' if os.environ.get('DATABASE_URL') else 'sqlite'}")
+    print(f"{'target':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} | "
+          f"{'1-conn req/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, r in results.items():
+        load, single = r["load"], r["single"]
+        print(f"{name:8} {load['rps']:9.0f} {load['p50']:8.2f} {load['p99']:8.2f} {load['errors']:8d} | "
+              f"{single['rps']:12.0f} {single['p50']:8.2f} {single['p99']:8.2f}")
+    portal, nginx_r, direct = results["portal"], results["nginx"], results["direct"]
+    print(f"portal/nginx throughput: {portal['load']['rps'] / nginx_r['load']['rps']:.2f}x (target >= 0.2)")
+    print(f"portal/direct throughput: {portal['load']['rps'] / direct['load']['rps']:.2f}x")
+    print(f"added p50 latency, 1 connection: {portal['single']['p50'] - direct['single']['p50']:.2f} ms "
+          f"(target < 2); under load: {portal['load']['p50'] - direct['load']['p50']:.2f} ms")
+    print("profile (in-process, per request): " + ", ".join(f"{k}={v:.3f}" for k, v in profile.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+// The desktop page: guacamole-common-js full-window, a status bar, and a clear end message.
+// Configuration comes from data attributes (no inline script: the CSP forbids it).
+const body = document.body;
+const $ = (id) => document.getElementById(id);
+const { default: Guacamole } = await import(body.dataset.guacamole);
+
+const screen = $("screen");
+const ticket = body.dataset.ticket;
+delete body.dataset.ticket; // one-time: nothing keeps it once the tunnel has it
+let ended = false;
+let endsAt = null;
+
+function setState(text) { $("state").textContent = text; }
+
+function showNotice(text, kind = "info") {
+  const el = $("notice");
+  el.textContent = text;
+  el.className = `notice notice-${kind}`;
+  el.hidden = !text;
+}
+
+function showEnd(message, title = "The session ended") {
+  if (ended) return;
+  ended = true;
+  setState("Ended");
+  $("ended-title").textContent = title;
+  $("ended-message").textContent = message;
+  $("ended").hidden = false;
+  screen.hidden = true;
+  if ($("step-up").open) $("step-up").close();
+  body.dataset.ended = "true";
+}
+
+const tunnel = new Guacamole.WebSocketTunnel(body.dataset.tunnel);
+const client = new Guacamole.Client(tunnel);
+const display = client.getDisplay();
+screen.appendChild(display.getElement());
+
+// Portal instructions ride on the tunnel; the client library ignores unknown opcodes,
+// so handle ours before handing everything on.
+const handleInstruction = tunnel.oninstruction;
+tunnel.oninstruction = (opcode, args) => {
+  if (opcode === "portal") onPortal(args[0], JSON.parse(args[1] || "{}"));
+  else handleInstruction(opcode, args);
+};
+
+function onPortal(kind, data) {
+  if (kind === "status") {
+    if (data.ends_in) endsAt = Date.now() + data.ends_in * 1000;
+    if (data.watermark) drawWatermark(data.watermark);
+  } else if (kind === "warning") {
+    showNotice(data.message, "warning");
+  } else if (kind === "step_up" || kind === "step_up_for_control") {
+    askForCode(data.message, data.grace_seconds, kind === "step_up");
+  } else if (kind === "resumed") {
+    showNotice("");
+    if ($("step-up").open) $("step-up").close();
+    setState("Connected");
+  } else if (kind === "ended") {
+    showEnd(data.message);
+  }
+}
+
+client.onstatechange = (state) => {
+  const names = { 0: "Idle", 1: "Connecting…", 2: "Waiting…", 3: "Connected", 4: "Disconnecting…", 5: "Disconnected" };
+  if (!ended) setState(names[state] || "");
+  body.dataset.clientState = String(state);
+  if (state === 5 && !ended) showEnd("The connection was closed.");
+};
+client.onerror = (status) => showEnd(status.message || "The desktop could not be reached.");
+tunnel.onerror = (status) => showEnd(status.message || "The connection to the portal was lost.");
+
+// Keyboard, mouse, touch. Input goes to the desktop only while the page has focus.
+const keyboard = new Guacamole.Keyboard(document);
+keyboard.onkeydown = (keysym) => { if (!$("step-up").open && !ended) client.sendKeyEvent(1, keysym); return !$("step-up").open; };
+keyboard.onkeyup = (keysym) => { if (!$("step-up").open && !ended) client.sendKeyEvent(0, keysym); };
+const mouse = new Guacamole.Mouse(display.getElement());
+mouse.onEach(["mousedown", "mouseup", "mousemove"], (e) => client.sendMouseState(e.state, true));
+const touch = new Guacamole.Mouse.Touchscreen(display.getElement());
+touch.onEach(["mousedown", "mouseup", "mousemove"], (e) => client.sendMouseState(e.state, true));
+
+function fit() {
+  const width = screen.clientWidth, height = screen.clientHeight;
+  client.sendSize(width, height);
+  const w = display.getWidth(), h = display.getHeight();
+  if (w && h) display.scale(Math.min(width / w, height / h, 1));
+}
+display.onresize = fit;
+window.addEventListener("resize", fit);
+
+$("disconnect").addEventListener("click", () => { client.disconnect(); showEnd("You disconnected.", "Disconnected"); });
+window.addEventListener("pagehide", () => client.disconnect());
+
+setInterval(() => {
+  if (!endsAt || ended) return;
+  const left = Math.max(0, Math.round((endsAt - Date.now()) / 1000));
+  const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
+  $("time-left").textContent = `${h ? h + " h " : ""}${m} min ${String(s).padStart(2, "0")} s left`;
+}, 1000);
+
+function drawWatermark(text) {
+  const el = $("watermark");
+  if (!el) return;
+  const stamp = () => { el.textContent = `${text} · ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC `.repeat(60); };
+  stamp();
+  setInterval(stamp, 30000);
+}
+
+function askForCode(message, grace, holdsInput) {
+  $("step-up-reason").textContent = message + (holdsInput ? " Your input is paused until then." : "");
+  $("step-up-error").hidden = true;
+  $("step-up-deadline").textContent = grace ? `Without a code the session ends in ${grace} seconds.` : "";
+  if (holdsInput) setState("Paused: code needed");
+  if (!$("step-up").open) $("step-up").showModal();
+  $("otp_token").value = "";
+  $("otp_token").focus();
+}
+
+$("step-up-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const response = await fetch(body.dataset.stepUp, {
+    method: "POST", body: new FormData(event.target), credentials: "same-origin",
+    headers: { "X-Requested-With": "fetch" },
+  });
+  const result = await response.json().catch(() => ({ ok: false, error: "The portal did not answer." }));
+  if (result.ok) {
+    $("step-up").close();
+    showNotice("Code accepted.", "info");
+  } else {
+    $("step-up-error").textContent = result.error;
+    $("step-up-error").hidden = false;
+  }
+});
+
+const dpi = Math.round(96 * (window.devicePixelRatio || 1));
+client.connect(new URLSearchParams({ ticket, width: screen.clientWidth, height: screen.clientHeight, dpi }).toString());
+screen.focus();

@@ -1,0 +1,16 @@
+"""The desktop enforcement point: guacd broker, tunnel, vault, live sessions, recordings."""
+
+from django.apps import AppConfig
+
+
+class DesktopConfig(AppConfig):
+    name = "streaming.desktop"
+    label = "desktop"
+    verbose_name = "Pixel-streamed desktops"
+
+    def ready(self) -> None:
+        from portal import health
+        from streaming.desktop import signals  # noqa: F401 - connects the revocation signals
+        from streaming.desktop.broker import check_guacd
+
+        health.DEPENDENCY_CHECKS["guacd"] = check_guacd

@@ -1,0 +1,176 @@
+"""The life of a stream session, as plain functions: open, redeem the ticket, go live, end.
+
+Views and the tunnel consumer only translate and call these. Each end is written to the
+session row and to the audit chain with who ended it and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import socket
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from portal.audit.chain import record
+from streaming.desktop import groups
+from streaming.desktop.models import EndReason, StreamSession
+from streaming.desktop.parameters import connection_parameters
+from streaming.desktop.vault import secret_for
+
+__all__ = [
+    "TicketError",
+    "check_guacd",
+    "end_session",
+    "handshake_parameters",
+    "issue_session",
+    "kill_session",
+    "mark_live",
+    "push",
+    "redeem_ticket",
+]
+
+log = structlog.get_logger(__name__)
+
+
+class TicketError(PermissionError):
+    """The tunnel ticket is unknown, used, expired or someone else's (message for the user)."""
+
+
+def check_guacd() -> None:
+    """Readiness: guacd accepts TCP connections."""
+    with socket.create_connection((settings.GUACD_HOST, settings.GUACD_PORT), timeout=2):
+        pass
+
+
+def _hash(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def issue_session(user: AbstractBaseUser, resource: Any, obligations: dict[str, Any],
+                  client_address: str) -> tuple[StreamSession, str]:
+    """A pending session and its one-time ticket (the only copy of it leaves with the page)."""
+    ticket = secrets.token_urlsafe(32)
+    session = StreamSession.objects.create(
+        user=user, resource=resource, tier_name=resource.tier.name, obligations=dict(obligations),
+        client_address=client_address, ticket_hash=_hash(ticket),
+        ticket_expires_at=timezone.now() + timedelta(seconds=settings.PORTAL_DESKTOP_TICKET_SECONDS),
+    )
+    return session, ticket
+
+
+def redeem_ticket(session_id: str, user: AbstractBaseUser, ticket: str) -> StreamSession:
+    """Use the ticket once: it must match this session and user, and not be expired."""
+    try:
+        pk = uuid.UUID(session_id)
+    except ValueError as exc:
+        raise TicketError("This desktop link is not valid.") from exc
+    now = timezone.now()
+    used = StreamSession.objects.filter(
+        pk=pk, user_id=user.pk, state=StreamSession.State.PENDING, ticket_hash=_hash(ticket or ""),
+        ticket_expires_at__gt=now,
+    ).update(ticket_hash="", started_at=now)
+    if not used:
+        raise TicketError("This desktop link has expired or was already used. "
+                          "Open the desktop again from My apps.")
+    return StreamSession.objects.select_related("resource", "user").get(pk=pk)
+
+
+def handshake_parameters(session: StreamSession) -> dict[str, str]:
+    """guacd parameters for ``session``, with the target login opened from the vault."""
+    resource = session.resource
+    return connection_parameters(
+        resource.kind, resource.upstream, session.obligations, secret_for(resource.pk),
+        session_id=str(session.pk), recordings_dir=Path(settings.PORTAL_RECORDINGS_DIR),
+    )
+
+
+def mark_live(session: StreamSession, connection_id: str) -> None:
+    recording = Path(settings.PORTAL_RECORDINGS_DIR) / str(session.pk)
+    fields: dict[str, Any] = {"state": StreamSession.State.LIVE, "guacd_connection_id": connection_id}
+    if session.obligations.get("record"):
+        fields["recording_path"] = str(recording)
+        if session.resource.kind == "ssh":
+            fields["typescript_path"] = str(recording.with_name(f"{session.pk}.typescript"))
+    StreamSession.objects.filter(pk=session.pk).update(**fields)
+    record("desktop.start", outcome="success", actor=session.user.get_username(),
+           resource=session.resource.slug, client_address=session.client_address,
+           detail={"session": str(session.pk), "guacd_connection": connection_id,
+                   "tier": session.tier_name, "obligations": session.obligations})
+
+
+def end_session(session_id: uuid.UUID | str, reason: EndReason, message: str, *, ended_by: str,
+                bytes_to_browser: int = 0, bytes_from_browser: int = 0) -> bool:
+    """Close the row (once) and audit who ended it and why; start the recording digest."""
+    with transaction.atomic():
+        session = (StreamSession.objects.select_for_update().select_related("resource", "user")
+                   .filter(pk=session_id).first())
+        if session is None or session.state == StreamSession.State.ENDED:
+            return False
+        session.state = StreamSession.State.ENDED
+        session.ended_at = timezone.now()
+        session.end_reason = reason
+        session.end_message = message[:300]
+        session.ended_by = ended_by[:150]
+        session.bytes_to_browser = bytes_to_browser
+        session.bytes_from_browser = bytes_from_browser
+        session.save()
+        record("desktop.end", outcome=str(reason), actor=ended_by,
+               resource=session.resource.slug, client_address=session.client_address,
+               reasons=[{"rule": str(reason), "message": message}],
+               detail={"session": str(session.pk), "user": session.user.get_username(),
+                       "bytes_to_browser": bytes_to_browser, "bytes_from_browser": bytes_from_browser,
+                       "duration_seconds": int((session.ended_at - (session.started_at or session.created_at))
+                                               .total_seconds())})
+        if session.recording_path:
+            from streaming.desktop.tasks import digest_recording
+
+            transaction.on_commit(lambda: digest_recording.delay(str(session.pk)))
+    return True
+
+
+def push(group: str, message: dict[str, Any]) -> None:
+    """Send ``message`` to every live session consumer in ``group``.
+
+    Callable from sync code in any thread, even one that runs an event loop. A failed push
+    is logged, not raised: the change itself must not fail, and the periodic re-check still
+    catches it within the tier's interval.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    try:
+        if loop is None:
+            async_to_sync(layer.group_send)(group, message)
+        else:
+            task = loop.create_task(layer.group_send(group, message))
+            _PENDING_PUSHES.add(task)
+            task.add_done_callback(_PENDING_PUSHES.discard)
+    except Exception as exc:  # the channel layer (Redis) is down: fall back to the re-check
+        log.warning("desktop.push_failed", group=group, error=f"{type(exc).__name__}: {exc}")
+
+
+_PENDING_PUSHES: set[asyncio.Task] = set()
+
+
+def kill_session(session: StreamSession, admin: AbstractBaseUser, client_address: str = "") -> None:
+    """An admin ends a live session: audited, then pushed to the consumer that holds it."""
+    record("desktop.kill", outcome="success", actor=admin.get_username(), resource=session.resource.slug,
+           client_address=client_address,
+           detail={"session": str(session.pk), "user": session.user.get_username()})
+    push(groups.for_session(session.pk), {"type": "desktop.kill", "by": admin.get_username()})

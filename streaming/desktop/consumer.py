@@ -1,0 +1,512 @@
+"""The Guacamole WebSocket tunnel: a thin, checked relay between one browser and guacd.
+
+What guacamole-common-js's ``WebSocketTunnel`` needs from a relay: subprotocol
+``guacamole``; a first message ``0.,36.<uuid>;``; only whole instructions in each message;
+answers to its internal ``ping``. What the portal adds: the one-time ticket, the handshake
+(the browser never sees it, nor the target's credentials), a check of every browser
+instruction, the tier's clipboard and file controls, continuous re-authorization (periodic,
+and at once when a revocation is pushed to one of our groups), idle and maximum duration.
+Frames are never dropped for want of buffer space: each read from guacd is sent (and
+awaited) before the next read, so a slow browser slows guacd down through TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import structlog
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django_otp import DEVICE_ID_SESSION_KEY
+
+from portal.audit.chain import record
+from portal.network import resolve_client_address
+from streaming.desktop import broker, groups
+from streaming.desktop.guacamole.browser import check_browser_instruction
+from streaming.desktop.guacamole.guacd import GuacdConnection, GuacdError, Screen, open_guacd
+from streaming.desktop.guacamole.protocol import (
+    BROWSER_LIMITS,
+    GUACD_LIMITS,
+    Instruction,
+    InstructionReader,
+    ProtocolError,
+    encode,
+)
+from streaming.desktop.models import EndReason, StreamSession
+from streaming.desktop.parameters import ParameterError
+from streaming.desktop.reauth import Verdict, reauthorize
+from streaming.desktop.vault import VaultError
+
+__all__ = ["DesktopTunnelConsumer", "Status"]
+
+log = structlog.get_logger(__name__)
+
+MAX_MESSAGE_CHARS = 64 * 1024
+
+
+class Status:
+    """Guacamole status codes the browser client understands."""
+
+    SUCCESS = 0x0000
+    UPSTREAM_ERROR = 0x0203
+    UPSTREAM_UNAVAILABLE = 0x0208
+    SESSION_TIMEOUT = 0x020A
+    SESSION_CLOSED = 0x020B
+    CLIENT_BAD_REQUEST = 0x0300
+    CLIENT_UNAUTHORIZED = 0x0301
+    CLIENT_FORBIDDEN = 0x0303
+
+
+_END_STATUS = {
+    EndReason.CLOSED: Status.SUCCESS,
+    EndReason.TARGET_CLOSED: Status.SESSION_CLOSED,
+    EndReason.REVOKED: Status.CLIENT_FORBIDDEN,
+    EndReason.KILLED: Status.SESSION_CLOSED,
+    EndReason.IDLE: Status.SESSION_TIMEOUT,
+    EndReason.MAX_DURATION: Status.SESSION_TIMEOUT,
+    EndReason.STEP_UP_TIMEOUT: Status.CLIENT_UNAUTHORIZED,
+    EndReason.SIGNED_OUT: Status.CLIENT_UNAUTHORIZED,
+    EndReason.PROTOCOL_ERROR: Status.CLIENT_BAD_REQUEST,
+    EndReason.GUACD_ERROR: Status.UPSTREAM_UNAVAILABLE,
+}
+
+# Substrings that mark a run from guacd as worth parsing; base64 never contains "." or ",",
+# so image data cannot fake them, and a false positive only costs a parse.
+_GUACD_MARKERS = ("9.clipboard,", "4.file,", "5.error,")
+
+_CONTROLS = {"clipboard.in": "clipboard_in", "clipboard.out": "clipboard_out",
+             "file.transfer": "file_transfer"}
+_CONTROL_WORDS = {"clipboard.in": "Pasting into this desktop", "clipboard.out": "Copying out of this desktop",
+                  "file.transfer": "File transfer"}
+
+
+@dataclass
+class _Transfer:
+    """A clipboard or file stream the relay watches: its size and hash go to the audit trail."""
+
+    kind: str
+    direction: str
+    name: str = ""
+    size: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+
+
+def _query(scope: dict[str, Any]) -> dict[str, str]:
+    parsed = parse_qs(scope.get("query_string", b"").decode("latin-1"), max_num_fields=8)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+def _int(value: str | None, default: int, lo: int, hi: int) -> int:
+    try:
+        return min(hi, max(lo, int(value or default)))
+    except ValueError:
+        return default
+
+
+def _blob_size(data: str) -> tuple[int, bytes]:
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raw = b""
+    return len(raw), raw
+
+
+class DesktopTunnelConsumer(AsyncWebsocketConsumer):
+    """One browser tab's desktop session."""
+
+    # -- opening ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.stream: StreamSession | None = None
+        self.guacd: GuacdConnection | None = None
+        self.joined: list[str] = []
+        self.ended = False
+        self.held_until: float | None = None
+        self.pushed_by = ""
+        self.wake = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+        self.transfers_in: dict[str, _Transfer] = {}
+        self.transfers_out: dict[str, _Transfer] = {}
+        self.refused_in: set[str] = set()
+        self.refused_out: set[str] = set()
+        self.guacd_error = ""
+        user = self.scope.get("user")
+        session = self.scope.get("session")
+        if ("guacamole" not in self.scope.get("subprotocols", [])
+                or user is None or not user.is_authenticated or session is None
+                or not await database_sync_to_async(lambda: bool(session.get(DEVICE_ID_SESSION_KEY)))()):
+            await self.close()  # refuses the WebSocket handshake: no session, no tunnel
+            return
+        self.user = user
+        self.session_key = session.session_key
+        peer = (self.scope.get("client") or ("", 0))[0]
+        headers = dict(self.scope.get("headers", []))
+        xff = headers.get(b"x-forwarded-for", b"").decode("latin-1") or None
+        self.client_address = resolve_client_address(peer, xff, settings.PORTAL_TRUSTED_PROXIES)
+        query = _query(self.scope)
+        session_id = self.scope["url_route"]["kwargs"]["session_id"]
+
+        await self.accept("guacamole")
+        await self.send(text_data=encode("", session_id if len(session_id) == 36 else "0" * 36))
+        try:
+            self.stream = await database_sync_to_async(broker.redeem_ticket)(
+                session_id, user, query.get("ticket", ""))
+        except broker.TicketError as exc:
+            await self._refuse(str(exc), Status.CLIENT_UNAUTHORIZED)
+            return
+        self.obligations = dict(self.stream.obligations)
+        for group in (groups.for_session(self.stream.pk), groups.for_user(user.pk),
+                      groups.for_resource(self.stream.resource_id),
+                      groups.for_tier(self.stream.resource.tier_id)):
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.append(group)
+        screen = Screen(_int(query.get("width"), 1024, 320, 4096), _int(query.get("height"), 768, 240, 4096),
+                        _int(query.get("dpi"), 96, 48, 400))
+        try:
+            parameters = await database_sync_to_async(broker.handshake_parameters)(self.stream)
+            self.guacd = await open_guacd(
+                settings.GUACD_HOST, settings.GUACD_PORT, protocol=self.stream.resource.kind,
+                parameters=parameters, screen=screen)
+        except (GuacdError, VaultError, ParameterError) as exc:
+            log.warning("desktop.guacd_failed", session=str(self.stream.pk), error=str(exc))
+            await self._end(EndReason.GUACD_ERROR, "The desktop service cannot be reached right now. "
+                            "Try again in a minute; if it keeps failing, tell IT.", by="portal")
+            return
+        finally:
+            parameters = None  # the target's credentials leave memory with the handshake
+        await database_sync_to_async(broker.mark_live)(self.stream, self.guacd.connection_id)
+        now = time.monotonic()
+        self.started = now
+        self.last_input = now
+        self.warned: set[str] = set()
+        await self._notice("status", resource=self.stream.resource.name, tier=self.stream.tier_name,
+                           ends_in=self._max_seconds(), idle_seconds=self._idle_seconds(),
+                           watermark=self._watermark(), read_only=bool(self.obligations.get("read_only")))
+        self.tasks = [asyncio.create_task(self._pump()), asyncio.create_task(self._watch())]
+
+    async def _refuse(self, message: str, status: int) -> None:
+        self.ended = True
+        await self.send(text_data=encode("error", message, status))
+        await self.close(code=1000, reason=str(status))
+
+    # -- browser -> guacd ----------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.ended:
+            return
+        try:
+            if text_data is None:
+                raise ProtocolError("a binary WebSocket frame")
+            if len(text_data) > MAX_MESSAGE_CHARS:
+                raise ProtocolError(f"a message longer than {MAX_MESSAGE_CHARS} characters")
+            reader = InstructionReader(BROWSER_LIMITS)
+            reader.feed_text(text_data)
+            if reader.pending:
+                raise ProtocolError("a message that ends inside an instruction")
+            forward: list[str] = []
+            while (instruction := reader.pop()) is not None:
+                check_browser_instruction(instruction)
+                if await self._from_browser(instruction):
+                    forward.append(instruction.encode())
+            if forward and self.guacd is not None and not self.ended:
+                await self.guacd.write_text("".join(forward))
+        except ProtocolError as exc:
+            log.warning("desktop.protocol_error", session=str(getattr(self.stream, "pk", "")), error=str(exc))
+            await self._end(EndReason.PROTOCOL_ERROR,
+                            f"The session was closed because the browser sent {exc}, which is not allowed.",
+                            by="portal")
+        except (ConnectionError, OSError):
+            await self._end(EndReason.TARGET_CLOSED, "The desktop service closed the connection.",
+                            by="portal")
+
+    async def _from_browser(self, ins: Instruction) -> bool:
+        """Apply the tier to one browser instruction; True when it goes on to guacd."""
+        op = ins.opcode
+        if op == "":
+            await self.send(text_data=ins.encode())  # internal ping: the relay answers
+            return False
+        if self.guacd is None:
+            return False
+        if op in ("key", "mouse", "touch"):
+            if self.held_until is not None:
+                return False  # input is held until a fresh code is entered
+            self.last_input = time.monotonic()
+            return True
+        if op == "disconnect":
+            await self._end(EndReason.CLOSED, "You closed the desktop.", by=self.user.get_username())
+            return False
+        if op == "clipboard":
+            return await self._open_in(ins.args[0], "clipboard.in", "in", "")
+        if op in ("file", "put"):
+            stream, name = (ins.args[0], ins.args[2]) if op == "file" else (ins.args[1], ins.args[3])
+            return await self._open_in(stream, "file.transfer", "upload", name)
+        if op == "get":
+            return await self._control_allowed("file.transfer", detail={"direction": "download",
+                                                                        "name": ins.args[1]})
+        if op in ("pipe", "argv", "audio"):
+            await self.send(text_data=encode("ack", ins.args[0], "Not allowed on this portal.",
+                                             Status.CLIENT_FORBIDDEN))
+            self.refused_in.add(ins.args[0])
+            return False
+        if op in ("blob", "end"):
+            stream = ins.args[0]
+            if stream in self.refused_in:
+                if op == "end":
+                    self.refused_in.discard(stream)
+                return False
+            if (transfer := self.transfers_in.get(stream)) is not None:
+                if op == "blob":
+                    size, raw = _blob_size(ins.args[1])
+                    transfer.size += size
+                    transfer.digest.update(raw)
+                else:
+                    del self.transfers_in[stream]
+                    await self._audit_transfer(transfer, "allowed")
+        return True
+
+    async def _open_in(self, stream: str, kind: str, direction: str, name: str) -> bool:
+        if await self._control_allowed(kind, detail={"direction": direction, "name": name}):
+            self.transfers_in[stream] = _Transfer(kind, direction, name)
+            return True
+        refusal = f"{_CONTROL_WORDS[kind]} is not allowed on this tier."
+        await self.send(text_data=encode("ack", stream, refusal, Status.CLIENT_FORBIDDEN))
+        self.refused_in.add(stream)
+        return False
+
+    async def _control_allowed(self, kind: str, *, detail: dict[str, Any]) -> bool:
+        """The tier's setting for clipboard/file ``kind``: deny, allow, or allow after step-up."""
+        control = self.obligations.get(_CONTROLS[kind], "deny")
+        allowed = control == "allow"
+        if control == "step_up":
+            decision = await database_sync_to_async(self._decide_control)(kind)
+            allowed = decision is not None and decision.allowed
+            if not allowed:
+                await self._notice("step_up_for_control", control=kind,
+                                   message=f"{_CONTROL_WORDS[kind]} needs a fresh code. "
+                                           "Enter one, then try again.")
+        if not allowed:
+            await self._audit(f"desktop.{kind}", "denied", {**detail, "control": control})
+        return allowed
+
+    def _decide_control(self, kind: str) -> Any:
+        from importlib import import_module
+
+        from streaming.desktop.access import decide_control
+
+        session = import_module(settings.SESSION_ENGINE).SessionStore(self.session_key)
+        return decide_control(self._fresh_user(), session, self.client_address, self.stream.resource_id, kind)
+
+    def _fresh_user(self) -> Any:
+        return type(self.user).objects.get(pk=self.user.pk)
+
+    # -- guacd -> browser ----------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        assert self.guacd is not None
+        try:
+            while (text := await self.guacd.read_frames()) is not None:
+                if self.transfers_out or self.refused_out or any(m in text for m in _GUACD_MARKERS):
+                    text = await self._from_guacd(text)
+                if text:
+                    await self.send(text_data=text)
+        except ProtocolError as exc:
+            log.warning("desktop.guacd_protocol_error", session=str(self.stream.pk), error=str(exc))
+            await self._end(EndReason.GUACD_ERROR, "The desktop service sent data the portal could not read.",
+                            by="portal")
+            return
+        except (ConnectionError, OSError):
+            pass
+        await self._end(EndReason.TARGET_CLOSED, self.guacd_error or "The desktop ended the connection.",
+                        by="target")
+
+    async def _from_guacd(self, text: str) -> str:
+        """The slow path, for runs that carry clipboard, file or error instructions."""
+        reader = InstructionReader(GUACD_LIMITS)
+        reader.feed_text(text)
+        kept: list[str] = []
+        while (ins := reader.pop()) is not None:
+            op, args = ins.opcode, ins.args
+            keep = True
+            if op == "error" and args:
+                self.guacd_error = f"The desktop reported: {args[0][:200]}"
+            elif op in ("clipboard", "file") and args:
+                kind = "clipboard.out" if op == "clipboard" else "file.transfer"
+                name = args[2] if op == "file" and len(args) > 2 else ""
+                direction = "out" if op == "clipboard" else "download"
+                if await self._control_allowed(kind, detail={"direction": direction, "name": name}):
+                    self.transfers_out[args[0]] = _Transfer(kind, direction, name)
+                else:
+                    self.refused_out.add(args[0])
+                    keep = False
+            elif op in ("blob", "end") and args:
+                stream = args[0]
+                if stream in self.refused_out:
+                    keep = False
+                    if op == "end":
+                        self.refused_out.discard(stream)
+                elif (transfer := self.transfers_out.get(stream)) is not None:
+                    if op == "blob" and len(args) > 1:
+                        size, raw = _blob_size(args[1])
+                        transfer.size += size
+                        transfer.digest.update(raw)
+                    elif op == "end":
+                        del self.transfers_out[stream]
+                        await self._audit_transfer(transfer, "allowed")
+            if keep:
+                kept.append(ins.encode())
+        return "".join(kept)
+
+    # -- continuous authorization, idle, maximum duration ---------------------------------
+
+    def _max_seconds(self) -> int:
+        return int(self.obligations.get("session_max_seconds") or 8 * 3600)
+
+    def _idle_seconds(self) -> int:
+        return int(self.obligations.get("idle_seconds") or 30 * 60)
+
+    def _watermark(self) -> str:
+        if not self.obligations.get("watermark"):
+            return ""
+        return f"{self.user.get_username()} · {self.client_address}"
+
+    async def _watch(self) -> None:
+        interval = min(int(self.obligations.get("reauth_interval_seconds") or 30),
+                       settings.PORTAL_DESKTOP_REAUTH_MAX_SECONDS)
+        next_check = time.monotonic() + interval
+        warn = settings.PORTAL_DESKTOP_WARN_SECONDS
+        while not self.ended:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=0.5)
+            pushed = self.wake.is_set()
+            self.wake.clear()
+            now = time.monotonic()
+            if pushed or now >= next_check:
+                next_check = now + interval
+                await self._recheck()
+                if self.ended:
+                    return
+            left = self.started + self._max_seconds() - now
+            idle_left = self.last_input + self._idle_seconds() - now
+            if left <= 0:
+                await self._end(EndReason.MAX_DURATION, "The session reached the longest time this tier "
+                                "allows. Open the desktop again to go on.", by="portal")
+            elif idle_left <= 0:
+                await self._end(EndReason.IDLE, "The session was idle for too long and was closed.",
+                                by="portal")
+            elif self.held_until is not None and now >= self.held_until:
+                await self._end(EndReason.STEP_UP_TIMEOUT, "No fresh code was entered in time, "
+                                "so the session was closed.", by="portal")
+            elif left <= warn and "max" not in self.warned:
+                self.warned.add("max")
+                await self._notice("warning", message=f"This session ends in {int(left)} seconds "
+                                   "(the tier's maximum duration).")
+            elif idle_left <= warn and "idle" not in self.warned:
+                self.warned.add("idle")
+                await self._notice("warning", message=f"No input for a while: the session closes in "
+                                   f"{int(idle_left)} seconds unless you use it.")
+            elif idle_left > warn:
+                self.warned.discard("idle")
+
+    async def _recheck(self) -> None:
+        verdict: Verdict = await database_sync_to_async(reauthorize)(
+            self.user.pk, self.session_key, self.client_address, self.stream.resource_id, self.obligations)
+        if verdict.outcome == "end":
+            await self._end(verdict.reason, verdict.message, by=self.pushed_by or "portal")
+        elif verdict.outcome == "step_up":
+            if self.held_until is None:
+                grace = settings.PORTAL_DESKTOP_STEP_UP_GRACE_SECONDS
+                self.held_until = time.monotonic() + grace
+                await self._audit("desktop.hold", "step_up", {"message": verdict.message})
+                await self._notice("step_up", message=verdict.message, grace_seconds=grace)
+        elif self.held_until is not None:
+            self.held_until = None
+            self.last_input = time.monotonic()
+            await self._audit("desktop.hold", "released", {})
+            await self._notice("resumed", message="Code accepted: the session goes on.")
+        if verdict.obligations:
+            self.obligations.update(verdict.obligations)
+        self.pushed_by = ""
+
+    # -- pushed events (channel layer) ---------------------------------------------------
+
+    async def desktop_recheck(self, event: dict[str, Any]) -> None:
+        """Something this session depends on changed: decide again now."""
+        self.pushed_by = str(event.get("by", ""))[:150]
+        self.wake.set()
+
+    async def desktop_kill(self, event: dict[str, Any]) -> None:
+        by = str(event.get("by", "an administrator"))[:150]
+        await self._end(EndReason.KILLED, f"An administrator ({by}) ended this session.", by=by)
+
+    async def desktop_stepped_up(self, event: dict[str, Any]) -> None:
+        """The user entered a fresh code on the desktop page (which rotated the session key)."""
+        if event.get("user_id") == self.user.pk and event.get("session_key"):
+            self.session_key = event["session_key"]
+            self.wake.set()
+
+    # -- the end -------------------------------------------------------------------------
+
+    async def disconnect(self, code: int) -> None:
+        if self.stream is not None and not self.ended:
+            await self._end(EndReason.CLOSED, "The browser closed the desktop.",
+                            by=self.user.get_username(), notify=False)
+        await self._leave()
+
+    async def _end(self, reason: EndReason, message: str, *, by: str, notify: bool = True) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        current = asyncio.current_task()
+        for task in self.tasks:
+            if task is not current:
+                task.cancel()
+        status = _END_STATUS.get(reason, Status.SESSION_CLOSED)
+        if notify:
+            with contextlib.suppress(Exception):
+                await self._notice("ended", reason=str(reason), message=message)
+                await self.send(text_data=encode("error", message, status))
+        if self.guacd is not None:
+            await self.guacd.close()
+        try:
+            if self.stream is not None:
+                # Written before the socket closes: whoever sees the close can rely on the record.
+                await database_sync_to_async(broker.end_session)(
+                    self.stream.pk, reason, message, ended_by=by,
+                    bytes_to_browser=self.guacd.bytes_in if self.guacd else 0,
+                    bytes_from_browser=self.guacd.bytes_out if self.guacd else 0)
+        finally:
+            if notify:
+                with contextlib.suppress(Exception):
+                    await self.close(code=1000, reason=str(status))
+            await self._leave()
+
+    async def _leave(self) -> None:
+        while self.joined:
+            await self.channel_layer.group_discard(self.joined.pop(), self.channel_name)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _notice(self, kind: str, **values: Any) -> None:
+        """A portal instruction for the page's status bar; guacamole-common-js ignores it."""
+        await self.send(text_data=encode("portal", kind, json.dumps(values)))
+
+    async def _audit(self, action: str, outcome: str, detail: dict[str, Any]) -> None:
+        await database_sync_to_async(record)(
+            action, outcome=outcome, actor=self.user.get_username(), resource=self.stream.resource.slug,
+            client_address=self.client_address, detail={"session": str(self.stream.pk), **detail})
+
+    async def _audit_transfer(self, transfer: _Transfer, outcome: str) -> None:
+        detail: dict[str, Any] = {"direction": transfer.direction, "size": transfer.size}
+        if transfer.kind == "file.transfer":
+            detail.update(name=transfer.name, sha256=transfer.digest.hexdigest())
+        await self._audit(f"desktop.{transfer.kind}", outcome, detail)

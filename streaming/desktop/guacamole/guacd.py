@@ -1,0 +1,145 @@
+"""A connection to guacd: guapy's handshake over our own bounded reader, then raw relay.
+
+guapy performs the handshake (``select`` -> ``args`` -> size/audio/video/image/timezone ->
+``connect`` -> ``ready``) and settles the protocol version guacd offers first in ``args``;
+we cap it at VERSION_1_3_0, the version guacd 1.3 speaks. After ``ready`` the relay wants
+whole instructions as text, not objects, so this class is the transport guapy talks to and
+also hands out raw frames from the same buffer: nothing guacd sent right after ``ready`` is
+lost or parsed twice. Connection parameters (which carry target credentials) are never
+logged here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import guapy
+from guapy.protocol.version import VERSION_1_3_0
+
+from streaming.desktop.guacamole.protocol import (
+    GUACD_LIMITS,
+    Instruction,
+    InstructionReader,
+    ProtocolError,
+)
+
+__all__ = ["PROTOCOL_VERSION", "GuacdConnection", "GuacdError", "Screen", "open_guacd"]
+
+PROTOCOL_VERSION = VERSION_1_3_0
+READ_SIZE = 64 * 1024
+
+
+class GuacdError(RuntimeError):
+    """guacd could not be reached, or refused or broke the handshake."""
+
+
+@dataclass(frozen=True)
+class Screen:
+    """The browser's display as the handshake reports it."""
+
+    width: int = 1024
+    height: int = 768
+    dpi: int = 96
+
+
+class GuacdConnection:
+    """One TCP connection to guacd (implements guapy's ``GuacamoleTransport``)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._stream = InstructionReader(GUACD_LIMITS)
+        self.connection_id = ""
+        self.bytes_in = 0  # from guacd
+        self.bytes_out = 0  # to guacd
+        self._closed = False
+
+    # guapy transport port, used during the handshake only --------------------------------
+
+    async def send(self, instruction: guapy.Instruction) -> None:
+        await self.write_text(instruction.encode())
+
+    async def receive(self) -> guapy.Instruction | None:
+        while True:
+            parsed = self._stream.pop()
+            if parsed is not None:
+                return guapy.Instruction(parsed.opcode, parsed.args)
+            if not await self._read():
+                return None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+
+    # relay ------------------------------------------------------------------------------
+
+    async def read_frames(self) -> str | None:
+        """The next run of whole instructions from guacd as text; None once guacd closed."""
+        while True:
+            text = self._stream.take_text()
+            if text:
+                return text
+            if not await self._read():
+                return None
+
+    async def write_text(self, text: str) -> None:
+        """Send whole instructions to guacd; waits while guacd's socket is full."""
+        data = text.encode()
+        self.bytes_out += len(data)
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def _read(self) -> bool:
+        data = await self._reader.read(READ_SIZE)
+        if not data:
+            self._stream.finish()
+            return False
+        self.bytes_in += len(data)
+        self._stream.feed(data)
+        return True
+
+
+async def open_guacd(
+    host: str, port: int, *, protocol: str | None = None, join: str | None = None,
+    parameters: Mapping[str, str], screen: Screen, timezone: str | None = "UTC",
+    timeout: float = 10.0,
+) -> GuacdConnection:
+    """Connect to guacd and complete the handshake for a new ``protocol`` session, or to
+    ``join`` a running connection by id (the admin's live view)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise GuacdError(f"guacd at {host}:{port} cannot be reached ({type(exc).__name__})") from exc
+    connection = GuacdConnection(reader, writer)
+    handshake = guapy.GuacamoleHandshake(
+        guapy.GuacamoleConfiguration(protocol=protocol, connection_id=join, parameters=parameters),
+        guapy.ClientCapabilities(
+            screen=guapy.ScreenSize(screen.width, screen.height, screen.dpi),
+            audio_mimetypes=(), video_mimetypes=(),
+            image_mimetypes=("image/png", "image/jpeg", "image/webp"), timezone=timezone,
+        ),
+        latest_supported_version=PROTOCOL_VERSION,
+    )
+    try:
+        result = await asyncio.wait_for(handshake.perform(connection), timeout)
+    except (guapy.GuapyError, ProtocolError, OSError, TimeoutError) as exc:
+        await connection.close()
+        # guapy's messages name the step that failed, never the parameters' values.
+        raise GuacdError(f"guacd handshake failed: {type(exc).__name__}: {exc}") from exc
+    if result.protocol_version != PROTOCOL_VERSION:
+        await connection.close()
+        raise GuacdError(f"guacd offered {result.protocol_version}, not {PROTOCOL_VERSION}")
+    connection.connection_id = result.connection_id
+    return connection
+
+
+def error_instruction(message: str, status: int) -> str:
+    """The ``error`` instruction the browser client shows as the reason the session ended."""
+    return Instruction("error", (message, str(status))).encode()

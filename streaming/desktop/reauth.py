@@ -1,0 +1,65 @@
+"""Deciding a live session again, and what the tunnel must do about the answer.
+
+Runs in a worker thread (it reads the database). The portal session is loaded afresh each
+time, so signing out anywhere, an expired session or a newer MFA are all seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django_otp import DEVICE_ID_SESSION_KEY
+
+from streaming.desktop.access import decide_continue
+from streaming.desktop.models import EndReason
+
+__all__ = ["FIXED_OBLIGATIONS", "LIVE_OBLIGATIONS", "Verdict", "reauthorize"]
+
+# Set in guacd at the handshake; a change needs a new session.
+FIXED_OBLIGATIONS = ("record", "read_only", "watermark")
+# Checked by the relay on each attempt; a change applies at once.
+LIVE_OBLIGATIONS = ("clipboard_in", "clipboard_out", "file_transfer", "idle_seconds", "session_max_seconds")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``go_on``, ``step_up`` (hold input, ask for a code) or ``end`` (with reason and message)."""
+
+    outcome: str
+    reason: EndReason = EndReason.REVOKED
+    message: str = ""
+    obligations: dict[str, Any] = field(default_factory=dict)
+
+
+def reauthorize(user_id: int, session_key: str, client_address: str, resource_id: int,
+                obligations: dict[str, Any]) -> Verdict:
+    """Decide ``desktop.continue`` for this user, portal session and resource, now."""
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    if not session_key or not session.exists(session_key) or not session.get(DEVICE_ID_SESSION_KEY):
+        return Verdict("end", EndReason.SIGNED_OUT,
+                       "You signed out of the portal (or your sign-in expired), so the desktop closed.")
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None:
+        return Verdict("end", EndReason.REVOKED, "Your account no longer exists.")
+    result = decide_continue(user, session, client_address, resource_id)
+    if result is None:
+        return Verdict("end", EndReason.REVOKED, "This desktop was removed from the catalog.")
+    decision, _resource = result
+    if decision.outcome == "step_up":
+        reason = decision.denial
+        return Verdict("step_up", message=reason.message if reason else "A fresh code is needed.")
+    if not decision.allowed:
+        reason = decision.denial
+        message = reason.message if reason else "Access was withdrawn."
+        return Verdict("end", EndReason.REVOKED, f"Access ended: {message}")
+    changed = [k for k in FIXED_OBLIGATIONS if bool(decision.obligations.get(k)) != bool(obligations.get(k))]
+    if changed:
+        return Verdict("end", EndReason.REVOKED,
+                       "The rules for this desktop changed (" + ", ".join(changed).replace("_", " ")
+                       + "). Open it again to go on under the new rules.")
+    return Verdict("go_on", obligations={k: decision.obligations[k] for k in LIVE_OBLIGATIONS
+                                         if k in decision.obligations})

@@ -1,0 +1,89 @@
+"""Desktop pages: open a session, step up inside it, and the admin's live sessions with kill.
+
+Views translate HTTP to :mod:`streaming.desktop.access` (the decision) and
+:mod:`streaming.desktop.broker` (the session's life), nothing more.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import permission_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_GET, require_POST
+
+from portal.accounts import mfa
+from portal.audit.chain import record_request
+from streaming.desktop import access, broker, groups
+from streaming.desktop.models import StreamSession
+
+__all__ = ["desktop_view", "kill_view", "live_sessions_view", "step_up_view"]
+
+
+@never_cache
+@require_GET
+def desktop_view(request: HttpRequest, slug: str) -> HttpResponse:
+    """Decide, then hand the page a one-time ticket for the tunnel (or say why not)."""
+    resource = access.desktop_for(request.user, slug)
+    if resource is None:
+        raise Http404("No such desktop")
+    decision = access.decide_open(request.user, request.session, request.client_address, resource,
+                                  request.path, getattr(request, "request_id", ""))
+    if decision.outcome == "step_up":
+        return redirect(access.step_up_location(request.user, request.session, resource, decision,
+                                                request.path))
+    if not decision.allowed:
+        return render(request, "desktop/denied.html",
+                      {"resource": resource, "reasons": decision.reasons, "denial": decision.denial},
+                      status=403)
+    stream, ticket = broker.issue_session(request.user, resource, dict(decision.obligations),
+                                         request.client_address)
+    return render(request, "desktop/session.html", {
+        "resource": resource, "stream": stream, "ticket": ticket, "obligations": stream.obligations,
+        "tunnel_path": f"/ws/desktop/{stream.pk}/",
+    })
+
+
+@never_cache
+@sensitive_post_parameters("otp_token")
+@require_POST
+def step_up_view(request: HttpRequest, slug: str, session_id: str) -> JsonResponse:
+    """A fresh code from inside a live session; the tunnel is told and releases held input."""
+    stream = get_object_or_404(StreamSession, pk=session_id, user=request.user, resource__slug=slug,
+                               state=StreamSession.State.LIVE)
+    result = mfa.verify_second_factor(request.user, request.POST.get("otp_token", ""))
+    if not result.ok:
+        record_request(request, "mfa.step_up", outcome="throttled" if result.throttled_for else "failure",
+                       resource=slug, detail={"session": str(stream.pk)})
+        message = (f"Too many wrong codes. Wait {result.throttled_for} seconds." if result.throttled_for
+                   else "That code is not right, or it was already used. Wait for the next one.")
+        return JsonResponse({"ok": False, "error": message}, status=429 if result.throttled_for else 401)
+    mfa.mark_mfa(request, result.device)
+    request.session.save()
+    record_request(request, "mfa.step_up", outcome="success", resource=slug,
+                   detail={"session": str(stream.pk)})
+    broker.push(groups.for_session(stream.pk), {"type": "desktop.stepped_up", "user_id": request.user.pk,
+                                                "session_key": request.session.session_key})
+    return JsonResponse({"ok": True})
+
+
+@never_cache
+@permission_required("accounts.manage_sessions", raise_exception=True)
+@require_GET
+def live_sessions_view(request: HttpRequest) -> HttpResponse:
+    """Every live desktop session, newest first, with a kill button."""
+    sessions = (StreamSession.objects.filter(state=StreamSession.State.LIVE)
+                .select_related("user", "resource").order_by("-started_at"))
+    return render(request, "desktop/live_sessions.html", {"sessions": sessions})
+
+
+@never_cache
+@permission_required("accounts.manage_sessions", raise_exception=True)
+@require_POST
+def kill_view(request: HttpRequest, session_id: str) -> HttpResponse:
+    """End a live session now; audited with the admin's name."""
+    stream = get_object_or_404(StreamSession.objects.select_related("user", "resource"), pk=session_id,
+                               state=StreamSession.State.LIVE)
+    broker.kill_session(stream, request.user, request.client_address)
+    return redirect("desktop:live")

@@ -1,0 +1,239 @@
+"""The proxy's admission: who is asking, for which resource, and what the decision says.
+
+This is the only module that calls :mod:`tiers`. It runs synchronously (database work) in
+one thread hop per request and returns an :class:`Admission` the ASGI side turns into a
+response or a forwarded request. No policy ``if`` lives here: the outcome comes from
+:func:`tiers.enforcement.authorize`; this module only translates it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user, get_user_model
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.shortcuts import resolve_url
+from django.utils.crypto import constant_time_compare
+from django.utils.module_loading import import_string
+from django_otp.middleware import OTPMiddleware
+
+from portal.accounts.mfa import MFA_TIME_KEY
+from portal.audit.chain import record
+from streaming.proxy import pending
+from streaming.proxy.assertion import Identity, KeyRing, assertion_claims, sign_assertion
+from streaming.proxy.ratelimit import limiter
+from tiers.enforcement import authorize, classify, load_resource, step_up_url
+from tiers.models import ActionRule, NetworkZone, Resource, Tier
+from tiers.types import Action, Decision, Outcome, Reason
+
+__all__ = ["Admission", "GateRequest", "Verdict", "admit", "hold_for_step_up", "keyring"]
+
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+_OTP = OTPMiddleware(lambda request: None)  # its device check, without the middleware chain
+_keyring: KeyRing | None = None
+
+
+def keyring() -> KeyRing:
+    """The process's signing keys (one reader per process, reloads on rotation)."""
+    global _keyring
+    if _keyring is None or str(_keyring.directory) != str(settings.PORTAL_ASSERTION_KEYS_DIR):
+        _keyring = KeyRing(settings.PORTAL_ASSERTION_KEYS_DIR)
+    return _keyring
+
+
+class Verdict(StrEnum):
+    ALLOW = "allow"
+    LOGIN = "login"
+    MFA = "mfa"
+    STEP_UP = "step_up"
+    DENY = "deny"
+    ISOLATE = "isolate"
+    NOT_FOUND = "not_found"
+    RATE_LIMITED = "rate_limited"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    """What the ASGI side knows before any body byte is read."""
+
+    slug: str
+    method: str
+    path: str  # decoded, normalised: what action rules match
+    portal_path: str  # /apps/<slug>/...?query, to come back to
+    session_key: str | None
+    client_address: str
+    request_id: str
+    issuer: str
+    replay_token: str | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer for one request, ready to turn into a response."""
+
+    verdict: Verdict
+    actor: str = ""
+    location: str = ""
+    reasons: tuple[Reason, ...] = ()
+    resource_name: str = ""
+    retry_after: int = 0
+    upstream: str = ""
+    assertion: str = ""
+    held: pending.HeldRequest | None = None
+    hold_body: bool = False
+    # what hold_for_step_up needs to bind the held request to the same decision
+    context: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+class _CatalogCache:
+    """Resources as :func:`load_resource` returns them, kept ``ttl`` seconds per process.
+
+    Catalog rows change rarely and the same resource is read on every request; user state
+    (session, lock, groups, MFA age, one-time grants) is never cached. Saves in this process
+    clear the cache at once; other replicas see a change within ``ttl``.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[float, Any]] = {}
+
+    def get(self, slug: str) -> Any:
+        ttl = settings.PORTAL_PROXY_CATALOG_CACHE_SECONDS
+        now = time.monotonic()
+        hit = self._rows.get(slug)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        resource = load_resource(slug)
+        if ttl > 0:
+            self._rows[slug] = (now, resource)
+        return resource
+
+    def clear(self, **kwargs: Any) -> None:
+        self._rows = {}
+
+
+catalog_cache = _CatalogCache()
+for _model in (Resource, Tier, ActionRule, NetworkZone):
+    post_save.connect(catalog_cache.clear, sender=_model, dispatch_uid=f"proxy-catalog-{_model.__name__}")
+    post_delete.connect(catalog_cache.clear, sender=_model, dispatch_uid=f"proxy-catalog-d-{_model.__name__}")
+m2m_changed.connect(catalog_cache.clear, dispatch_uid="proxy-catalog-m2m")
+
+
+def _session(session_key: str | None) -> Any:
+    engine = import_string(f"{settings.SESSION_ENGINE}.SessionStore")
+    return engine(session_key)
+
+
+def _session_user(session: Any) -> tuple[Any | None, bool]:
+    """(user, second factor verified). A locked (inactive) user comes back unverified-but-known
+    so the decision can deny them with its reason instead of a bare sign-in page."""
+    holder = SimpleNamespace(session=session)
+    user = get_user(holder)
+    if user.is_authenticated:
+        _OTP._verify_user_sync(holder, user)
+        return user, user.is_verified()
+    user_id = session.get(SESSION_KEY)
+    if user_id is None:
+        return None, False
+    locked = get_user_model()._default_manager.filter(pk=user_id, is_active=False).first()
+    if locked is not None and constant_time_compare(session.get(HASH_SESSION_KEY, ""),
+                                                    locked.get_session_auth_hash()):
+        return locked, False
+    return None, False
+
+
+def _login_url(view: str, next_url: str) -> str:
+    return f"{view}?{urlencode({'next': next_url})}"
+
+
+def _identity(user: Any, session: Any, tier: str) -> Identity:
+    last_login = getattr(user, "last_login", None)
+    mfa_time = session.get(MFA_TIME_KEY)
+    return Identity(
+        subject=str(user.pk), username=user.get_username(), email=user.email or "",
+        groups=tuple(sorted(user.groups.values_list("name", flat=True))), tier=tier,
+        amr=("pwd", "otp"), auth_time=int(last_login.timestamp()) if last_login else None,
+        mfa_time=int(mfa_time) if mfa_time is not None else None,
+    )
+
+
+def _audit(kind: str, outcome: str, req: GateRequest, actor: str, decision: Decision | None,
+           **detail: Any) -> None:
+    record(kind, outcome=outcome, actor=actor, resource=req.slug,
+           reasons=decision.reasons_as_data() if decision else [], client_address=req.client_address,
+           request_id=req.request_id, detail={"method": req.method, "path": req.path, **detail})
+
+
+def admit(req: GateRequest) -> Admission:
+    """Decide one request to ``/apps/<slug>/...`` before any byte of it reaches the app."""
+    session = _session(req.session_key)
+    user, verified = _session_user(session)
+    if user is None:
+        return Admission(Verdict.LOGIN, location=_login_url(resolve_url(settings.LOGIN_URL), req.portal_path))
+    actor = user.get_username()
+    if user.is_active and not verified:
+        return Admission(Verdict.MFA, actor=actor,
+                         location=_login_url("/accounts/mfa/verify/", req.portal_path))
+    resource = catalog_cache.get(req.slug)
+    if resource is None or resource.kind != "web":
+        return Admission(Verdict.NOT_FOUND, actor=actor)
+
+    method, path, held = req.method, req.path, None
+    if req.replay_token is not None:
+        held = pending.peek(req.replay_token, user_id=user.pk, slug=req.slug)
+        if held is None:
+            return Admission(Verdict.GONE, actor=actor, resource_name=resource.name)
+        method, path = held.method, held.path
+    action = Action("http", classify(resource, method, path), method, path)
+    decision = authorize(user, session, req.client_address, resource, action,
+                         request_id=req.request_id, audit_allows=False)
+
+    if decision.outcome is Outcome.STEP_UP:
+        if method in _SAFE or held is not None:
+            location = step_up_url(user, session, resource, action, decision, req.portal_path)
+            return Admission(Verdict.STEP_UP, actor=actor, location=location,
+                             reasons=decision.reasons, resource_name=resource.name)
+        return Admission(Verdict.STEP_UP, actor=actor, reasons=decision.reasons,
+                         resource_name=resource.name, hold_body=True,
+                         context={"user": user, "session": session, "resource": resource,
+                                  "action": action, "decision": decision})
+    if decision.outcome is not Outcome.ALLOW:
+        verdict = Verdict.ISOLATE if decision.outcome is Outcome.ISOLATE else Verdict.DENY
+        return Admission(verdict, actor=actor, reasons=decision.reasons, resource_name=resource.name)
+
+    rate = decision.obligations.get("rate_limit_per_minute")
+    if rate:
+        wait = limiter().take(f"{user.pk}:{resource.slug}", int(rate))
+        if wait:
+            _audit("proxy.rate_limited", "rate_limited", req, actor, None,
+                   limit_per_minute=rate, retry_after=wait)
+            return Admission(Verdict.RATE_LIMITED, actor=actor, retry_after=wait,
+                             resource_name=resource.name)
+    if held is not None and not pending.take(req.replay_token or ""):
+        return Admission(Verdict.GONE, actor=actor, resource_name=resource.name)
+    if held is not None:
+        _audit("proxy.replay", "allow", req, actor, None, replayed_method=held.method,
+               replayed_path=held.path)
+
+    tier = resource.tier.name
+    claims = assertion_claims(_identity(user, session, tier), issuer=req.issuer,
+                              audience=resource.slug, now=time.time(),
+                              lifetime=settings.PORTAL_ASSERTION_LIFETIME)
+    return Admission(Verdict.ALLOW, actor=actor, upstream=resource.upstream,
+                     assertion=sign_assertion(keyring().active(), claims), held=held,
+                     resource_name=resource.name)
+
+
+def hold_for_step_up(req: GateRequest, admission: Admission, held: pending.HeldRequest) -> str:
+    """Keep a form post for after the step-up; return where to send the browser."""
+    ctx = admission.context
+    token = pending.hold(held, user_id=ctx["user"].pk, slug=req.slug)
+    replay = f"/apps/{req.slug}{pending.REPLAY_PREFIX}{token}"
+    return step_up_url(ctx["user"], ctx["session"], ctx["resource"], ctx["action"],
+                       ctx["decision"], replay)

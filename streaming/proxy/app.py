@@ -1,0 +1,392 @@
+"""The ASGI side of ``/apps/<slug>/...``: vet, decide, then stream both ways.
+
+Served by a dedicated ASGI path (see docs/decisions/0005) so request bodies stream to the
+upstream instead of being spooled whole by Django, and so a request costs one thread hop
+for the decision instead of a middleware stack. Order per request: vet the target and the
+headers (400), HTTPS and host checks, then :func:`streaming.proxy.access.admit` — only an
+``allow`` opens a connection to the upstream. Every request leaves an access record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http.cookie import parse_cookie
+from django.http.request import split_domain_port, validate_host
+from django.template.loader import render_to_string
+
+from portal.health import DEPENDENCY_ERRORS
+from portal.network import is_trusted, resolve_client_address
+from streaming.proxy import pending
+from streaming.proxy.access import Admission, GateRequest, Verdict, admit, hold_for_step_up
+from streaming.proxy.headers import (
+    HOP_BY_HOP,
+    HeaderError,
+    ResponseRewrite,
+    check_request_headers,
+    response_headers,
+    same_origin,
+    upstream_request_headers,
+)
+from streaming.proxy.paths import PathError, ProxyPath, parse_target
+from streaming.proxy.records import AccessEntry, access_log
+from streaming.proxy.upstream import Upstream, UpstreamClients, UpstreamError
+
+__all__ = ["ProxyApp"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+logger = logging.getLogger(__name__)
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+_BODYLESS_STATUS = {204, 304}
+
+
+class _ClientGone(Exception):
+    """The browser went away mid-request."""
+
+
+class _Exchange:
+    """Book-keeping for one request: what the access record will say."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.started = time.perf_counter()
+        self.request_id = uuid.uuid4().hex
+        self.method = scope["method"]
+        self.slug = ""
+        self.path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        self.actor = ""
+        self.client_address = (scope.get("client") or ("", 0))[0]
+        self.status = 0
+        self.decision = "error"
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def entry(self) -> AccessEntry:
+        return AccessEntry(
+            actor=self.actor, resource=self.slug, method=self.method, path=self.path[:2000],
+            status=self.status, decision=self.decision, bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out, duration_ms=(time.perf_counter() - self.started) * 1000,
+            client_address=self.client_address, request_id=self.request_id)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class ProxyApp:
+    """ASGI application for ``/apps/``."""
+
+    def __init__(self) -> None:
+        self.clients = UpstreamClients()
+        self._gate = database_sync_to_async(admit, thread_sensitive=False)
+        self._hold = database_sync_to_async(hold_for_step_up, thread_sensitive=False)
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ex = _Exchange(scope)
+        try:
+            await self._handle(scope, receive, send, ex)
+        except _ClientGone:
+            ex.decision = ex.decision if ex.status else "error"
+        except DEPENDENCY_ERRORS:
+            # Database or Redis away: nothing is allowed, and the page says so (fail closed).
+            logger.exception("proxy dependency unavailable", extra={"request_id": ex.request_id})
+            if not ex.status:
+                await self._page(send, ex, 503, "errors/503.html", decision="unavailable",
+                                 extra_headers=[(b"retry-after", b"30")])
+        except Exception:
+            logger.exception("proxy failure", extra={"request_id": ex.request_id})
+            if not ex.status:
+                await self._page(send, ex, 500, "errors/500.html", decision="error")
+        finally:
+            access_log.add(ex.entry())
+
+    # --- the request, step by step ---------------------------------------------------
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        raw_path = scope.get("raw_path", b"").decode("latin-1") or quote(scope["path"])
+        query = scope.get("query_string", b"").decode("latin-1")
+        try:
+            length = check_request_headers(scope["headers"])
+            target = parse_target(raw_path, query)
+            if target is None:
+                raise PathError("not under /apps/")
+        except (HeaderError, PathError) as exc:
+            await self._page(send, ex, 400, "proxy/bad_request.html", decision="bad_request",
+                             problem=str(exc))
+            return
+        ex.slug, ex.path = target.slug, (target.upstream_path or "/") + (f"?{query}" if query else "")
+
+        host = _header(scope, b"host") or ""
+        peer = ex.client_address
+        trusted = settings.PORTAL_TRUSTED_PROXIES
+        scheme = scope.get("scheme", "http")
+        if is_trusted(peer, trusted):
+            ex.client_address = resolve_client_address(peer, _header(scope, b"x-forwarded-for"), trusted)
+            if (_header(scope, b"x-forwarded-proto") or "").strip().lower() == "https":
+                scheme = "https"
+        domain, _port = split_domain_port(host)
+        allowed = settings.ALLOWED_HOSTS + (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
+        if not domain or not validate_host(domain, allowed):
+            await self._page(send, ex, 400, "proxy/bad_request.html", decision="bad_request",
+                             problem="unknown host")
+            return
+        if scheme != "https" and settings.SECURE_SSL_REDIRECT:
+            await self._redirect(send, ex, f"https://{host}{target.portal_path}", 301, "redirect")
+            return
+        if not target.upstream_path:
+            await self._redirect(send, ex, target.prefix + (f"?{query}" if query else ""), 301, "redirect")
+            return
+        if ex.method not in _SAFE and not same_origin(_header(scope, b"origin"),
+                                                      _header(scope, b"sec-fetch-site"),
+                                                      scheme=scheme, host=host):
+            await self._page(send, ex, 403, "proxy/denied.html", decision="deny",
+                             heading="Request from another site refused",
+                             reasons=[{"message": "This form was sent from another web site.",
+                                       "remedy": "Open the app from My apps and try again."}])
+            return
+
+        replay_token = None
+        if target.upstream_path.startswith(pending.REPLAY_PREFIX):
+            if ex.method != "GET":
+                await self._page(send, ex, 405, "proxy/bad_request.html", decision="bad_request",
+                                 problem="replay links are opened with GET")
+                return
+            replay_token = target.upstream_path[len(pending.REPLAY_PREFIX):]
+
+        req = GateRequest(
+            slug=target.slug, method=ex.method, path=target.path, portal_path=target.portal_path,
+            session_key=_session_key(scope), client_address=ex.client_address,
+            request_id=ex.request_id, issuer=settings.PORTAL_ASSERTION_ISSUER or f"https://{host}",
+            replay_token=replay_token)
+        admission: Admission = await self._gate(req)
+        ex.actor = admission.actor
+        ex.decision = str(admission.verdict)
+
+        if admission.verdict is Verdict.ALLOW:
+            await self._forward(scope, receive, send, ex, target, admission, length,
+                                scheme=scheme, host=host)
+        elif admission.verdict in (Verdict.LOGIN, Verdict.MFA):
+            if _wants_json(scope):
+                await self._json(send, ex, 401, {"error": str(admission.verdict),
+                                                 "location": admission.location})
+            else:
+                await self._redirect(send, ex, admission.location, 302 if ex.method in _SAFE else 303)
+        elif admission.verdict is Verdict.STEP_UP:
+            await self._step_up(scope, receive, send, ex, req, target, admission, length)
+        elif admission.verdict is Verdict.NOT_FOUND:
+            await self._page(send, ex, 404, "errors/404.html")
+        elif admission.verdict is Verdict.RATE_LIMITED:
+            await self._page(send, ex, 429, "proxy/rate_limited.html", retry_after=admission.retry_after,
+                             resource=admission.resource_name,
+                             extra_headers=[(b"retry-after", str(admission.retry_after).encode())])
+        elif admission.verdict is Verdict.GONE:
+            await self._page(send, ex, 410, "proxy/gone.html", resource=admission.resource_name,
+                             app_url=target.prefix)
+        else:
+            await self._page(send, ex, 403, "proxy/denied.html", resource=admission.resource_name,
+                             isolate=admission.verdict is Verdict.ISOLATE, slug=target.slug,
+                             reasons=[r.as_dict() for r in admission.reasons])
+
+    async def _step_up(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange,
+                       req: GateRequest, target: ProxyPath, admission: Admission,
+                       length: int | None) -> None:
+        if not admission.hold_body:
+            await self._redirect(send, ex, admission.location, 302)
+            return
+        limit = settings.PORTAL_PROXY_HOLD_MAX_BYTES
+        body = bytearray()
+        if length is None or length <= limit:
+            async for chunk in _body(receive, ex):
+                body += chunk
+                if len(body) > limit:
+                    break
+        if (length is not None and length > limit) or len(body) > limit:
+            await self._page(send, ex, 413, "proxy/too_large.html", resource=admission.resource_name,
+                             limit_kib=limit // 1024,
+                             step_up_url="/accounts/step-up/?" + urlencode({"next": target.prefix}))
+            return
+        kept = tuple((k, v) for k, v in (
+            (n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in scope["headers"])
+            if k not in HOP_BY_HOP and k not in ("host", "content-length"))
+        held = pending.HeldRequest(ex.method, target.upstream_path, target.path, target.query, kept,
+                                   bytes(body))
+        location = await self._hold(req, admission, held)
+        await self._redirect(send, ex, location, 303)
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange,
+                       target: ProxyPath, admission: Admission, length: int | None, *,
+                       scheme: str, host: str) -> None:
+        try:
+            upstream = Upstream.parse(admission.upstream)
+        except UpstreamError:
+            logger.error("resource %s has an unusable upstream", target.slug)
+            await self._page(send, ex, 502, "proxy/unavailable.html", decision="error")
+            return
+        held = admission.held
+        method = held.method if held else ex.method
+        upstream_path = held.upstream_path if held else target.upstream_path
+        query = held.query if held else target.query
+        raw_headers = ([(k.encode("latin-1"), v.encode("latin-1")) for k, v in held.headers]
+                       if held else scope["headers"])
+        headers = upstream_request_headers(
+            raw_headers, assertion=admission.assertion, client_address=ex.client_address,
+            proto=scheme, host=host, prefix=target.prefix.rstrip("/"),
+            portal_cookies=(settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME))
+        headers.append(("x-request-id", ex.request_id))
+        content: bytes | AsyncIterator[bytes] | None
+        if held is not None:
+            content = held.body
+            ex.bytes_in = len(held.body)
+            headers = [(k, v) for k, v in headers if k != "content-length"]
+        elif length is None and _header(scope, b"transfer-encoding") is None:
+            content = None
+        else:
+            content = _body(receive, ex)
+        client = self.clients.for_upstream(upstream)
+        request = client.build_request(method, upstream.url(upstream_path, query), headers=headers,
+                                       content=content)
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.TimeoutException:
+            await self._page(send, ex, 504, "proxy/unavailable.html", decision="allow",
+                             resource=admission.resource_name, timeout=True)
+            return
+        except httpx.TransportError as exc:
+            if isinstance(exc.__cause__, _ClientGone) or isinstance(exc, httpx.WriteError):
+                raise _ClientGone from exc
+            await self._page(send, ex, 502, "proxy/unavailable.html", decision="allow",
+                             resource=admission.resource_name)
+            return
+        try:
+            await self._relay(scope, receive, send, ex, response, upstream, target)
+        finally:
+            await response.aclose()
+
+    async def _relay(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange,
+                     response: httpx.Response, upstream: Upstream, target: ProxyPath) -> None:
+        rewrite = ResponseRewrite(upstream.origin, upstream.base_path, target.prefix,
+                                  frozenset((settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME)))
+        headers = response_headers(response.headers.raw, rewrite)
+        headers += _security_headers(ex)
+        ex.status = response.status_code
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        if ex.method == "HEAD" or response.status_code in _BODYLESS_STATUS:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        gone = asyncio.Event()
+        watcher: asyncio.Task[None] | None = None
+        try:
+            async for chunk in response.aiter_raw(settings.PORTAL_PROXY_CHUNK_BYTES):
+                if gone.is_set():
+                    raise _ClientGone
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                ex.bytes_out += len(chunk)
+                if watcher is None and ex.bytes_out > settings.PORTAL_PROXY_CHUNK_BYTES:
+                    # A long download: notice the browser leaving instead of reading on.
+                    watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    # --- small responses -------------------------------------------------------------
+
+    async def _redirect(self, send: Send, ex: _Exchange, location: str, status: int,
+                        decision: str | None = None) -> None:
+        if decision:
+            ex.decision = decision
+        await self._raw(send, ex, status, b"", [(b"location", location.encode("latin-1")),
+                                                (b"cache-control", b"no-store")])
+
+    async def _json(self, send: Send, ex: _Exchange, status: int, body: dict[str, Any]) -> None:
+        await self._raw(send, ex, status, json.dumps(body).encode(),
+                        [(b"content-type", b"application/json"), (b"cache-control", b"no-store")])
+
+    async def _page(self, send: Send, ex: _Exchange, status: int, template: str, *,
+                    decision: str | None = None, extra_headers: list[tuple[bytes, bytes]] | None = None,
+                    **context: Any) -> None:
+        if decision:
+            ex.decision = decision
+        context.update(request=SimpleNamespace(request_id=ex.request_id, path=ex.path),
+                       request_id=ex.request_id)
+        body = render_to_string(template, context).encode()
+        await self._raw(send, ex, status, body, [(b"content-type", b"text/html; charset=utf-8"),
+                                                 (b"cache-control", b"no-store"),
+                                                 *(extra_headers or [])])
+
+    async def _raw(self, send: Send, ex: _Exchange, status: int, body: bytes,
+                   headers: list[tuple[bytes, bytes]]) -> None:
+        ex.status = status
+        ex.bytes_out = len(body)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode()),
+                                *_security_headers(ex)]})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _security_headers(ex: _Exchange) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-request-id", ex.request_id.encode())]
+    if settings.SECURE_HSTS_SECONDS:
+        value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            value += "; includeSubDomains"
+        headers.append((b"strict-transport-security", value.encode()))
+    return headers
+
+
+def _session_key(scope: Scope) -> str | None:
+    raw = _header(scope, b"cookie")
+    if not raw:
+        return None
+    # Django's own parser, so the proxy and the portal's pages agree on which cookie counts.
+    return parse_cookie(raw).get(settings.SESSION_COOKIE_NAME) or None
+
+
+def _wants_json(scope: Scope) -> bool:
+    accept = _header(scope, b"accept") or ""
+    return accept.startswith("application/json") or _header(scope, b"x-requested-with") is not None
+
+
+async def _body(receive: Receive, ex: _Exchange) -> AsyncIterator[bytes]:
+    """The request body as it arrives (each chunk is forwarded before the next is read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            ex.bytes_in += len(chunk)
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
+

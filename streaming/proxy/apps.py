@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ProxyConfig(AppConfig):
+    name = "streaming.proxy"
+    label = "proxy"
+    verbose_name = "Identity-aware proxy"

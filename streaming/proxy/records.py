@@ -1,0 +1,116 @@
+"""Access records written in batches by one background thread, flushed on shutdown.
+
+Requests only append to an in-memory queue (no database round trip on the hot path); the
+writer inserts up to ``batch_size`` rows at a time every ``interval`` seconds. ``close()``
+(called from the ASGI lifespan shutdown and, as a safety net, at interpreter exit) writes
+whatever is left, so a normal shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+__all__ = ["AccessEntry", "AccessLog", "access_log"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AccessEntry:
+    """One proxied request, as it will be stored."""
+
+    actor: str
+    resource: str
+    method: str
+    path: str
+    status: int
+    decision: str
+    bytes_in: int
+    bytes_out: int
+    duration_ms: float
+    client_address: str = ""
+    request_id: str = ""
+    time: datetime = field(default_factory=timezone.now)
+
+
+class AccessLog:
+    """A bounded-latency, batched writer of :class:`AccessEntry` rows."""
+
+    def __init__(self, *, batch_size: int = 500, interval: float = 0.5) -> None:
+        self.batch_size = batch_size
+        self.interval = interval
+        self._queue: deque[AccessEntry] = deque()
+        self._wake = threading.Event()
+        self._write_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._start_lock = threading.Lock()
+
+    def add(self, entry: AccessEntry) -> None:
+        """Queue one record (cheap; called on the event loop)."""
+        self._queue.append(entry)
+        if self._thread is None:
+            self._start()
+        if len(self._queue) >= self.batch_size:
+            self._wake.set()
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._closed = False
+                self._thread = threading.Thread(target=self._run, name="proxy-access-log", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> int:
+        """Write everything queued so far; return how many rows were written."""
+        from streaming.proxy.models import AccessRecord
+
+        written = 0
+        with self._write_lock:
+            try:
+                while self._queue:
+                    batch = []
+                    while self._queue and len(batch) < self.batch_size:
+                        batch.append(self._queue.popleft())
+                    try:
+                        AccessRecord.objects.bulk_create([AccessRecord(**asdict(e)) for e in batch])
+                    except Exception:
+                        # Keep the rows for the next attempt; a database blip must not lose them.
+                        self._queue.extendleft(reversed(batch))
+                        logger.exception("access records could not be written; will retry")
+                        return written
+                    written += len(batch)
+            finally:
+                close_old_connections()
+        return written
+
+    def close(self) -> None:
+        """Stop the writer and write what is left (normal shutdown)."""
+        self._closed = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self._thread = None
+        self.flush()
+
+
+access_log = AccessLog()
+atexit.register(access_log.close)

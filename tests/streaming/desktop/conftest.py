@@ -1,0 +1,158 @@
+"""Desktop test setup: a stream tier, resources on the real targets, and a tunnel opener."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+
+from portal.asgi import application
+from streaming.desktop import vault
+from streaming.desktop.guacamole.protocol import BROWSER_LIMITS, GUACD_LIMITS, InstructionReader
+from streaming.desktop.vault import TargetSecret
+from tests.streaming.desktop.wsclient import WebsocketCommunicator
+from tiers.models import Resource, Tier
+
+
+@pytest.fixture
+def desktop_settings(settings, guacd, tmp_path):
+    settings.GUACD_HOST = guacd.host
+    settings.GUACD_PORT = guacd.port
+    settings.PORTAL_RECORDINGS_DIR = tmp_path / "recordings"
+    return settings
+
+
+@pytest.fixture
+def stream_tier(db) -> Tier:
+    return Tier.objects.create(name="high", rank=20, access_mode="stream", mfa_read=900, mfa_write=900,
+                               mfa_sensitive=300, recording=True, reauth_interval_seconds=30)
+
+
+def make_resource(slug: str, kind: str, upstream: str, tier: Tier, secret: TargetSecret | None) -> Resource:
+    resource = Resource.objects.create(slug=slug, name=f"Demo {kind.upper()}", kind=kind, upstream=upstream,
+                                       tier=tier)
+    resource.allowed_groups.add(Group.objects.get(name="employee"))
+    if secret is not None:
+        vault.store(resource, secret)
+    return resource
+
+
+@pytest.fixture
+def vnc_resource(stream_tier, vnc_target, desktop_settings) -> Resource:
+    return make_resource("ops-desktop", "vnc", vnc_target.upstream, stream_tier,
+                         TargetSecret(password=vnc_target.password))
+
+
+@pytest.fixture
+def ssh_resource(stream_tier, ssh_target, desktop_settings) -> Resource:
+    return make_resource("ops-shell", "ssh", ssh_target.upstream, stream_tier,
+                         TargetSecret(username=ssh_target.username, password=ssh_target.password))
+
+
+@dataclass
+class OpenedPage:
+    """What the desktop page handed the browser: the tunnel path and the one-time ticket."""
+
+    session_id: str
+    tunnel: str
+    ticket: str
+    cookie: str
+    html: str
+
+
+def open_page(client: Client, slug: str) -> OpenedPage:
+    response = client.get(f"/desktop/{slug}/")
+    assert response.status_code == 200, response.content[:500]
+    html = response.content.decode()
+    tunnel = re.search(r'data-tunnel="([^"]+)"', html)[1]
+    ticket = re.search(r'data-ticket="([^"]+)"', html)[1]
+    return OpenedPage(tunnel.strip("/").split("/")[-1], tunnel, ticket, client.cookies["sessionid"].value, html)
+
+
+def communicator(page: OpenedPage, *, ticket: str | None = None, cookie: str | None = None,
+                 subprotocols: tuple[str, ...] = ("guacamole",)) -> WebsocketCommunicator:
+    path = f"{page.tunnel}?ticket={ticket if ticket is not None else page.ticket}&width=800&height=600&dpi=96"
+    return WebsocketCommunicator(
+        application, path, subprotocols=list(subprotocols),
+        headers=[(b"cookie", f"sessionid={cookie if cookie is not None else page.cookie}".encode()),
+                 (b"origin", b"https://localhost"), (b"host", b"localhost")],
+    )
+
+
+class Browser:
+    """The browser's side of the tunnel: every message must hold whole instructions only."""
+
+    def __init__(self, comm: WebsocketCommunicator) -> None:
+        self.comm = comm
+        self.received: list[str] = []
+        self.instructions: list[tuple[str, tuple[str, ...]]] = []
+        self.closed = False
+
+    async def receive(self, timeout: float = 10) -> str | None:
+        message = await self.comm.receive_output(timeout)
+        if message["type"] == "websocket.close":
+            self.closed = True
+            self.close_message = message
+            return None
+        text = message["text"]
+        self.received.append(text)
+        reader = InstructionReader(GUACD_LIMITS)
+        reader.feed_text(text)
+        assert reader.pending == 0, f"a message ended inside an instruction: {text[-80:]!r}"
+        while (ins := reader.pop()) is not None:
+            self.instructions.append((ins.opcode, ins.args))
+        return text
+
+    async def until(self, predicate: Callable[[str, tuple[str, ...]], bool], timeout: float = 15) -> tuple:
+        """Read until an instruction matching ``predicate`` arrives (or the tunnel closes)."""
+        import time
+
+        seen = len(self.instructions)
+        deadline = time.monotonic() + timeout
+        while True:
+            for opcode, args in self.instructions[seen:]:
+                if predicate(opcode, args):
+                    return opcode, args
+            seen = len(self.instructions)
+            if self.closed:
+                raise AssertionError(f"tunnel closed first; last: {self.instructions[-3:]}")
+            left = deadline - time.monotonic()
+            assert left > 0, f"not seen in time; last: {[i[0] for i in self.instructions[-20:]]}"
+            await self.receive(timeout=left)
+
+    async def until_closed(self, timeout: float = 5) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not self.closed:
+            left = deadline - time.monotonic()
+            assert left > 0, "the tunnel did not close in time"
+            await self.receive(timeout=left)
+
+    async def send(self, text: str) -> None:
+        await self.comm.send_to(text_data=text)
+
+    def portal_notices(self, kind: str) -> list[str]:
+        return [args[1] for op, args in self.instructions if op == "portal" and args and args[0] == kind]
+
+
+__all__ = ["BROWSER_LIMITS", "Browser", "OpenedPage", "communicator", "make_resource", "open_page"]
+
+
+@pytest.fixture
+def client_factory(db) -> Callable[[str], Client]:
+    """A signed-in (password + TOTP) HTTPS client for a new employee called ``username``."""
+    from tests.conftest import https_client, sign_in
+    from tests.factories import UserFactory, enrol_totp
+
+    def make(username: str) -> Client:
+        user = UserFactory(username=username, role="employee")
+        user.totp = enrol_totp(user)
+        client = https_client()
+        sign_in(client, user)
+        return client
+    return make

@@ -1,0 +1,106 @@
+"""End to end in Chromium: open Datasette from My apps, write behind a step-up, get locked out."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+
+from tests.conftest import require
+from tests.factories import PASSWORD, UserFactory, enrol_totp, totp_code
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    require(os.path.exists(CHROMIUM), "Chromium at /usr/bin/chromium")
+    # Playwright's sync API keeps an event loop on this thread; the ORM calls the test makes
+    # in between are still plain synchronous calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+def _sign_in(page, base: str, user, *, step: int = 0) -> None:
+    page.goto(f"{base}/accounts/login/")
+    page.fill("input[name=username]", user.username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url("**/accounts/mfa/verify/**")
+    page.fill("input[name=otp_token]", totp_code(user.totp, offset_steps=step))
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{base}/")
+
+
+def _notes(datasette_upstream) -> list[str]:
+    response = httpx.get(f"{datasette_upstream.url}notes.json",
+                         params={"sql": "select body from notes", "_shape": "array"})
+    return [row["body"] for row in response.json()]
+
+
+@pytest.fixture
+def admin(transactional_db):
+    user = UserFactory(username="adele", role="admin")
+    user.is_superuser = True
+    user.save()
+    user.totp = enrol_totp(user)
+    return user
+
+
+# The database work happens in fixtures listed before ``chromium``: once Playwright's loop
+# runs on this thread, signal handlers that push to the channel layer cannot.
+@pytest.fixture
+def notes(web_resource, datasette_upstream):
+    return web_resource("notes", datasette_upstream.url, mfa_write=0)
+
+
+def test_employee_writes_through_step_up_and_is_locked_out(portal_url, notes, datasette_upstream,
+                                                            worker, admin, chromium):
+
+    context = chromium.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    _sign_in(page, portal_url, worker)
+
+    # My apps -> open the app: Datasette, through the proxy, links kept inside the prefix.
+    page.click("li.app[data-slug=notes] a.button")
+    page.wait_for_url(f"{portal_url}/apps/notes/")
+    assert "Team notes" in page.content()
+    page.goto(f"{portal_url}/apps/notes/notes/notes")
+    assert page.locator("text=Seed note 1").count() >= 1
+
+    # A write: the form post is held while the portal asks for a fresh code.
+    page.goto(f"{portal_url}/apps/notes/notes/add_note")
+    page.fill("textarea[name=body], input[name=body]", "Written from Chromium")
+    page.click("form.sql input[type=submit], form.sql button[type=submit]")
+    page.wait_for_url("**/accounts/step-up/**")
+    assert "Written from Chromium" not in _notes(datasette_upstream)
+    page.fill("input[name=otp_token]", totp_code(worker.totp, offset_steps=1))
+    page.click("main button[type=submit]")
+    page.wait_for_url("**/apps/notes/**")
+    assert page.locator("text=Note saved").count() >= 1
+    assert _notes(datasette_upstream).count("Written from Chromium") == 1
+    page.reload()
+    assert _notes(datasette_upstream).count("Written from Chromium") == 1
+
+    # The admin locks the employee in the admin site; the employee's very next request is denied.
+    admin_page = chromium.new_context(ignore_https_errors=True).new_page()
+    _sign_in(admin_page, portal_url, admin, step=0)
+    admin_page.goto(f"{portal_url}/admin/auth/user/{worker.pk}/change/")
+    admin_page.uncheck("#id_is_active")
+    admin_page.click("input[name=_save]")
+    admin_page.wait_for_url(f"{portal_url}/admin/auth/user/")
+
+    response = page.goto(f"{portal_url}/apps/notes/notes/notes")
+    assert response.status == 403
+    assert "Your account is locked" in page.content()
+    context.close()

@@ -1,0 +1,99 @@
+"""A small real HTTP upstream (served by uvicorn) that tells tests what it received.
+
+Not a mock of an app: it is an HTTP server on a real socket, so what it reports is exactly
+what crossed the wire from the portal. Routes:
+
+- anything else: JSON with method, raw path, query, headers (as a list) and body length/sha256
+- ``/redirect?to=URL&status=302``: a redirect, for rewrite tests
+- ``/cookie``: sets cookies with Path and Domain, and one named like the portal's session cookie
+- ``/bytes?n=N``: N bytes streamed in 64 KiB chunks (downloads in bounded memory)
+- ``/sink``: reads the body, returns only its length and sha256 (uploads in bounded memory)
+- ``/hits``: how many requests reached this server (anonymous requests must not)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from urllib.parse import parse_qs
+
+HITS = {"count": 0}
+
+
+async def _read(receive) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        digest.update(chunk)
+        if not message.get("more_body"):
+            return size, digest.hexdigest()
+
+
+async def _reply(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
+                 content_type: bytes = b"application/json") -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    query = parse_qs(scope["query_string"].decode())
+    if path.endswith("/hits"):
+        await _reply(send, 200, json.dumps(HITS).encode())
+        return
+    HITS["count"] += 1
+    if path.endswith("/redirect"):
+        await _read(receive)
+        status = int(query.get("status", ["302"])[0])
+        await _reply(send, status, b"", [(b"location", query["to"][0].encode())])
+        return
+    if path.endswith("/cookie"):
+        await _read(receive)
+        await _reply(send, 200, b"{}", [
+            (b"set-cookie", b"app_pref=dark; Path=/settings; Domain=upstream.internal; HttpOnly"),
+            (b"set-cookie", b"app_session=s3cr3t; Path=/; Secure; SameSite=Lax"),
+            (b"set-cookie", b"sessionid=stolen; Path=/"),
+            (b"set-cookie", b"__Host-x=1; Path=/; Secure"),
+            (b"clear-site-data", b'"cookies"'),
+        ])
+        return
+    if path.endswith("/bytes"):
+        await _read(receive)
+        total = int(query.get("n", ["0"])[0])
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream"),
+                                (b"content-length", str(total).encode())]})
+        block = b"z" * 65536
+        sent = 0
+        while sent < total:
+            piece = block[: min(len(block), total - sent)]
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            sent += len(piece)
+        await send({"type": "http.response.body", "body": b""})
+        return
+    size, digest = await _read(receive)
+    if path.endswith("/sink"):
+        await _reply(send, 200, json.dumps({"length": size, "sha256": digest}).encode())
+        return
+    report = {
+        "method": scope["method"],
+        "raw_path": scope.get("raw_path", b"").decode("latin-1"),
+        "path": path,
+        "query": scope["query_string"].decode("latin-1"),
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+        "body_length": size,
+        "body_sha256": digest,
+    }
+    await _reply(send, 200, json.dumps(report).encode())
