@@ -10,11 +10,22 @@ mkdir -p var/log
 $PY manage.py migrate --no-input -v0
 $PY manage.py collectstatic --no-input -v0
 ca=$($PY scripts/make_tls.py var/tls)
-creds=$($PY manage.py seed_demo --json --base-url "https://localhost:$PORT")
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
+
+# The low-risk app (Datasette), guacd, an X desktop (x11vnc) and an SSH host, on loopback.
+rm -f var/demo/services.json
+$PY scripts/demo_services.py > var/log/demo-services.log 2>&1 & pids+=($!)
+for _ in $(seq 1 150); do [ -s var/demo/services.json ] && break; sleep 0.2; done
+if [ ! -s var/demo/services.json ]; then
+  echo "demo services did not start; see var/log/demo-services.log" >&2; tail -20 var/log/demo-services.log >&2
+  exit 1
+fi
+GUACD_PORT=$($PY -c 'import json; print(json.load(open("var/demo/services.json"))["guacd_port"])')
+export GUACD_PORT GUACD_HOST=127.0.0.1
+creds=$($PY manage.py seed_demo --json --targets var/demo/services.json --base-url "https://localhost:$PORT")
 
 if [ -n "${REDIS_URL:-}" ]; then
   .venv/bin/celery -A portal worker --loglevel INFO >var/log/celery-worker.log 2>&1 & pids+=($!)

@@ -14,8 +14,17 @@ from tiers.models import AccessMode, NetworkZone, Resource, ResourceKind, Tier
 
 __all__ = ["DEMO_TARGETS", "seed_demo_catalog"]
 
+
+def _store_login(resource: Resource, targets: dict[str, Any]) -> None:
+    from streaming.desktop.vault import TargetSecret, store
+
+    if resource.kind == ResourceKind.VNC and targets.get("vnc_password"):
+        store(resource, TargetSecret(password=targets["vnc_password"]))
+    elif resource.kind == ResourceKind.SSH and targets.get("ssh_password"):
+        store(resource, TargetSecret(username=targets["ssh_username"], password=targets["ssh_password"]))
+
 DEMO_TARGETS = {
-    "web": "http://127.0.0.1:8801/",
+    "web": "http://127.0.0.1:8801/apps/wiki/",
     "vnc": "127.0.0.1:5911",
     "ssh": "127.0.0.1:2222",
 }
@@ -29,7 +38,8 @@ TIERS: list[dict[str, Any]] = [
      "recording": True, "clipboard_in": "allow", "clipboard_out": "deny", "file_transfer": "deny",
      "idle_seconds": 15 * 60, "session_max_seconds": 4 * 3600},
     {"name": "critical", "rank": 30, "description": "Crown jewels: approval, per-action MFA, watermark",
-     "access_mode": AccessMode.STREAM, "mfa_read": 0, "mfa_write": 0, "mfa_sensitive": 0,
+     # Opening is sensitive (a code each time); a live session asks again after 10 minutes.
+     "access_mode": AccessMode.STREAM, "mfa_read": 600, "mfa_write": 0, "mfa_sensitive": 0,
      "approval_required": True, "recording": True, "watermark": True, "read_only": True,
      "clipboard_in": "deny", "clipboard_out": "deny", "file_transfer": "deny",
      "idle_seconds": 10 * 60, "session_max_seconds": 3600},
@@ -45,8 +55,12 @@ RESOURCES: list[dict[str, Any]] = [
 ]
 
 
-def seed_demo_catalog(targets: dict[str, str] | None = None) -> list[dict[str, str]]:
-    """Create or refresh the demo tiers, zones and resources; return them for ``seed_demo --json``."""
+def seed_demo_catalog(targets: dict[str, Any] | None = None) -> list[dict[str, str]]:
+    """Create or refresh the demo tiers, zones and resources; return them for ``seed_demo --json``.
+
+    ``targets`` (from ``scripts/demo_services.py``) says where the demo app and targets
+    listen and carries the targets' logins, which go into the vault and nowhere else.
+    """
     targets = {**DEMO_TARGETS, **(targets or {})}
     NetworkZone.objects.update_or_create(name="loopback", defaults={"cidrs": "127.0.0.0/8\n::1/128",
                                                                     "trusted": True})
@@ -63,6 +77,7 @@ def seed_demo_catalog(targets: dict[str, str] | None = None) -> list[dict[str, s
             "name": spec["name"], "kind": spec["kind"], "tier": tiers[spec["tier"]],
             "description": spec["description"], "upstream": targets[spec["kind"]], "enabled": True})
         resource.allowed_groups.set([employee, admin])
+        _store_login(resource, targets)
         out.append({"slug": resource.slug, "tier": resource.tier.name, "kind": resource.kind,
                     "url": resource.portal_path})
     return out

@@ -39,10 +39,15 @@ def demo_secrets(usernames: list[str]) -> dict[str, dict[str, str]]:
     return known
 
 
-def _seed_resources(base_url: str) -> list[dict[str, str]]:
+def _seed_resources(base_url: str, targets_file: str | None) -> list[dict[str, str]]:
     from tiers.demo import seed_demo_catalog
 
-    resources = seed_demo_catalog()
+    if targets_file is None:
+        # The running demo's services, when there are any, so a re-seed keeps pointing at them.
+        running = Path(settings.VAR_DIR) / "demo" / "services.json"
+        targets_file = str(running) if running.exists() else None
+    targets = json.loads(Path(targets_file).read_text()) if targets_file else {}
+    resources = seed_demo_catalog(targets)
     for r in resources:
         r["url"] = base_url.rstrip("/") + r["url"]
     return resources
@@ -53,6 +58,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print users and resources as JSON")
+        parser.add_argument("--targets", metavar="FILE",
+                            help="JSON from scripts/demo_services.py: where the demo app and targets "
+                                 "listen, and the targets' logins (stored in the vault)")
         parser.add_argument("--base-url", default="https://localhost:8443",
                             help="where the portal is served (for the resources' URLs)")
 
@@ -84,7 +92,7 @@ class Command(BaseCommand):
                 "email": user.email,
                 "totp_secret": base64.b32encode(bytes.fromhex(spec["totp_key"])).decode(),
             })
-        resources = _seed_resources(options["base_url"])
+        resources = _seed_resources(options["base_url"], options["targets"])
         if options["json"]:
             self.stdout.write(json.dumps({"users": users, "resources": resources}, indent=2))
         else:

@@ -1,0 +1,88 @@
+"""Start the demo's moving parts and keep them running: Datasette (the low-risk web app),
+guacd, an X desktop behind x11vnc and an OpenSSH host, all on loopback.
+
+Writes ``var/demo/services.json`` (ports and the targets' logins, 0600) once everything
+listens; ``seed_demo --targets`` reads it to catalogue the resources and put the logins in
+the vault. Stops everything on SIGTERM/SIGINT.
+
+    .venv/bin/python scripts/demo_services.py [--web-port 8801] [--guacd-port 4822]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streaming.desktop.demo_targets import (  # noqa: E402
+    free_port,
+    start_guacd,
+    start_ssh_target,
+    start_vnc_target,
+    wait_for_port,
+)
+from streaming.proxy.demo_app import command as datasette_command  # noqa: E402
+
+WORK = ROOT / "var" / "demo"
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--web-port", type=int, default=8801)
+    parser.add_argument("--guacd-port", type=int, default=4822)
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    web_port = args.web_port if _port_free(args.web_port) else free_port()
+    guacd_port = args.guacd_port if _port_free(args.guacd_port) else free_port()
+    web = subprocess.Popen(datasette_command(WORK / "datasette", web_port, "/apps/wiki/"),
+                           stdout=(WORK / "datasette.log").open("ab"), stderr=subprocess.STDOUT)
+    handles = []
+    try:
+        wait_for_port(web_port, web, "datasette", timeout=30)
+        handles.append(start_guacd(WORK / "guacd", port=guacd_port))
+        vnc = start_vnc_target(WORK / "vnc")
+        handles.append(vnc)
+        ssh = start_ssh_target(WORK / "ssh")
+        handles.append(ssh)
+        state = {
+            "web": f"http://127.0.0.1:{web_port}/apps/wiki/",
+            "guacd_port": guacd_port,
+            "vnc": vnc.upstream, "vnc_password": vnc.password,
+            "ssh": ssh.upstream, "ssh_username": ssh.username, "ssh_password": ssh.password,
+        }
+        out = WORK / "services.json"
+        out.write_text(json.dumps(state))
+        out.chmod(0o600)
+        print(f"demo services up: web :{web_port}, guacd :{guacd_port}, vnc {vnc.upstream}, "
+              f"ssh {ssh.upstream}", flush=True)
+        stop.wait()
+    finally:
+        for handle in reversed(handles):
+            handle.stop()
+        web.terminate()
+        web.wait(timeout=10)
+        (WORK / "services.json").unlink(missing_ok=True)
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
