@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from portal.accounts.mfa import MFA_TIME_KEY
@@ -39,6 +40,8 @@ __all__ = [
     "session_hash",
     "subject_for",
     "tier_policy",
+    "user_groups",
+    "zone_table",
 ]
 
 CHALLENGE_TTL_SECONDS = 300
@@ -50,15 +53,47 @@ def session_hash(session_key: str | None) -> str:
     return hashlib.sha256((session_key or "").encode()).hexdigest()
 
 
-def subject_for(user: AbstractBaseUser, session: Mapping[str, Any] | None, now: float) -> Subject:
+def subject_for(user: AbstractBaseUser, session: Mapping[str, Any] | None, now: float,
+                groups: frozenset[str] | None = None) -> Subject:
     """The user as the decision sees them, with the MFA age of this session."""
     mfa_time = (session or {}).get(MFA_TIME_KEY)
     return Subject(
         username=user.get_username(),
-        groups=frozenset(user.groups.values_list("name", flat=True)),
+        groups=groups if groups is not None else user_groups(user),
         is_active=user.is_active,
         mfa_age=None if mfa_time is None else max(0.0, now - float(mfa_time)),
     )
+
+
+def user_groups(user: AbstractBaseUser) -> frozenset[str]:
+    """The names of the user's groups (read once per request by enforcement points)."""
+    return frozenset(user.groups.values_list("name", flat=True))
+
+
+class _ZoneTable:
+    """Network zones, parsed once and kept until a zone changes (they change rarely and are
+    read on every decision). A save in any process clears its own copy at once; other
+    processes re-read within ``ttl`` seconds."""
+
+    ttl = 5.0
+
+    def __init__(self) -> None:
+        self._zones: list[tuple[NetworkZone, list[Any]]] | None = None
+        self._loaded = 0.0
+
+    def get(self) -> list[tuple[NetworkZone, list[Any]]]:
+        if self._zones is None or time.monotonic() - self._loaded > self.ttl:
+            self._zones = [(z, z.networks()) for z in NetworkZone.objects.all()]
+            self._loaded = time.monotonic()
+        return self._zones
+
+    def clear(self, **kwargs: Any) -> None:
+        self._zones = None
+
+
+zone_table = _ZoneTable()
+post_save.connect(zone_table.clear, sender=NetworkZone, dispatch_uid="zone-table-save")
+post_delete.connect(zone_table.clear, sender=NetworkZone, dispatch_uid="zone-table-delete")
 
 
 def resolve_zone(address: str, zones: list[NetworkZone] | None = None) -> ZoneInfo:
@@ -68,8 +103,9 @@ def resolve_zone(address: str, zones: list[NetworkZone] | None = None) -> ZoneIn
     except ValueError:
         return ZoneInfo(address=address)
     best: tuple[int, NetworkZone] | None = None
-    for zone in zones if zones is not None else NetworkZone.objects.all():
-        for net in zone.networks():
+    table = [(z, z.networks()) for z in zones] if zones is not None else zone_table.get()
+    for zone, networks in table:
+        for net in networks:
             if ip.version == net.version and ip in net and (best is None or net.prefixlen > best[0]):
                 best = (net.prefixlen, zone)
     if best is None:
@@ -137,16 +173,25 @@ def _one_time_mfa_waiting(user: AbstractBaseUser, session_key: str | None, resou
 
 
 def gather(user: AbstractBaseUser, session: Any, client_address: str, resource: Resource,
-           action: Action, *, device: DeviceInfo | None = None, now: float | None = None) -> DecisionInput:
-    """Everything the decision needs for ``action`` by ``user`` on ``resource``."""
+           action: Action, *, device: DeviceInfo | None = None, now: float | None = None,
+           groups: frozenset[str] | None = None) -> DecisionInput:
+    """Everything the decision needs for ``action`` by ``user`` on ``resource``.
+
+    Grants and one-time MFA confirmations are only looked up when the tier could ask for
+    them (approval needed; freshness 0 for this action class): the answer is the same, the
+    common request is a few queries cheaper.
+    """
     now = time.time() if now is None else now
+    info = resource_info(resource)
+    per_action = info.tier.mfa_freshness(action.action_class) == 0
     return DecisionInput(
-        subject=subject_for(user, session, now),
+        subject=subject_for(user, session, now, groups),
         device=device or DeviceInfo(),
         zone=resolve_zone(client_address),
-        resource=resource_info(resource),
+        resource=info,
         action=action,
         now=now,
-        grant_expires_at=_active_grant_expiry(user, resource) if resource.tier.approval_required else None,
-        one_time_mfa=_one_time_mfa_waiting(user, getattr(session, "session_key", None), resource, action),
+        grant_expires_at=_active_grant_expiry(user, resource) if info.tier.approval_required else None,
+        one_time_mfa=per_action and _one_time_mfa_waiting(
+            user, getattr(session, "session_key", None), resource, action),
     )

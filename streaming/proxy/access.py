@@ -28,6 +28,7 @@ from portal.audit.chain import record
 from streaming.proxy import pending
 from streaming.proxy.assertion import Identity, KeyRing, assertion_claims, sign_assertion
 from streaming.proxy.ratelimit import limiter
+from tiers.context import user_groups
 from tiers.enforcement import authorize, classify, load_resource, step_up_url
 from tiers.models import ActionRule, NetworkZone, Resource, Tier
 from tiers.types import Action, Decision, Outcome, Reason
@@ -152,12 +153,12 @@ def _login_url(view: str, next_url: str) -> str:
     return f"{view}?{urlencode({'next': next_url})}"
 
 
-def _identity(user: Any, session: Any, tier: str) -> Identity:
+def _identity(user: Any, session: Any, tier: str, groups: frozenset[str]) -> Identity:
     last_login = getattr(user, "last_login", None)
     mfa_time = session.get(MFA_TIME_KEY)
     return Identity(
         subject=str(user.pk), username=user.get_username(), email=user.email or "",
-        groups=tuple(sorted(user.groups.values_list("name", flat=True))), tier=tier,
+        groups=tuple(sorted(groups)), tier=tier,
         amr=("pwd", "otp"), auth_time=int(last_login.timestamp()) if last_login else None,
         mfa_time=int(mfa_time) if mfa_time is not None else None,
     )
@@ -191,8 +192,9 @@ def admit(req: GateRequest) -> Admission:
             return Admission(Verdict.GONE, actor=actor, resource_name=resource.name)
         method, path = held.method, held.path
     action = Action("http", classify(resource, method, path), method, path)
+    groups = user_groups(user)  # read once: for the decision and for the assertion
     decision = authorize(user, session, req.client_address, resource, action,
-                         request_id=req.request_id, audit_allows=False)
+                         request_id=req.request_id, audit_allows=False, groups=groups)
 
     if decision.outcome is Outcome.STEP_UP:
         if method in _SAFE or held is not None:
@@ -222,7 +224,7 @@ def admit(req: GateRequest) -> Admission:
                replayed_path=held.path)
 
     tier = resource.tier.name
-    claims = assertion_claims(_identity(user, session, tier), issuer=req.issuer,
+    claims = assertion_claims(_identity(user, session, tier, groups), issuer=req.issuer,
                               audience=resource.slug, now=time.time(),
                               lifetime=settings.PORTAL_ASSERTION_LIFETIME)
     return Admission(Verdict.ALLOW, actor=actor, upstream=resource.upstream,
