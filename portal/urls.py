@@ -4,12 +4,16 @@ from django.contrib import admin
 from django.urls import include, path
 
 from portal import views
+from portal.accounts import people
 from portal.metrics import metrics_view
 
 urlpatterns = [
     path("accounts/", include("portal.accounts.urls")),
     path("admin/", admin.site.urls),
     path("audit/", include("portal.audit.urls")),
+    path("manage/people/", people.people_view, name="people"),
+    path("manage/people/<int:user_id>/lock/", people.lock_view, name="people_lock"),
+    path("manage/people/<int:user_id>/unlock/", people.unlock_view, name="people_unlock"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

@@ -441,7 +441,8 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
 
     async def desktop_recheck(self, event: dict[str, Any]) -> None:
         """Something this session depends on changed: decide again now."""
-        self.pushed_by = str(event.get("by", ""))[:150]
+        # Several pushes may arrive before the re-check runs: keep the one that names a person.
+        self.pushed_by = str(event.get("by", ""))[:150] or self.pushed_by
         self.wake.set()
 
     async def desktop_kill(self, event: dict[str, Any]) -> None:

@@ -38,13 +38,15 @@ class Verdict:
 def reauthorize(user_id: int, session_key: str, client_address: str, resource_id: int,
                 obligations: dict[str, Any]) -> Verdict:
     """Decide ``desktop.continue`` for this user, portal session and resource, now."""
-    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    if not session_key or not session.exists(session_key) or not session.get(DEVICE_ID_SESSION_KEY):
-        return Verdict("end", EndReason.SIGNED_OUT,
-                       "You signed out of the portal (or your sign-in expired), so the desktop closed.")
     user = get_user_model().objects.filter(pk=user_id).first()
     if user is None:
         return Verdict("end", EndReason.REVOKED, "Your account no longer exists.")
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    signed_in = bool(session_key) and session.exists(session_key) and session.get(DEVICE_ID_SESSION_KEY)
+    # A lock also ends the web sessions: say "locked" (the decision's reason), not "signed out".
+    if not signed_in and user.is_active:
+        return Verdict("end", EndReason.SIGNED_OUT,
+                       "You signed out of the portal (or your sign-in expired), so the desktop closed.")
     result = decide_continue(user, session, client_address, resource_id)
     if result is None:
         return Verdict("end", EndReason.REVOKED, "This desktop was removed from the catalog.")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from importlib import import_module
 from pathlib import Path
 
 import pytest
 from channels.db import database_sync_to_async
-from django.contrib.sessions.backends.db import SessionStore
+from django.conf import settings
 
 from portal.audit.models import AuditEvent
 from streaming.desktop import broker, groups
@@ -92,7 +93,7 @@ async def test_stale_mfa_holds_input_until_a_fresh_code_then_the_session_goes_on
     browser, page = await _live(signed_in, vnc_resource)
 
     def age_mfa() -> None:
-        session = SessionStore(page.cookie)
+        session = import_module(settings.SESSION_ENGINE).SessionStore(page.cookie)
         session["mfa_time"] = int(time.time()) - 3600  # older than the tier's 900 s
         session.save()
         broker.push(groups.for_user(employee.pk), {"type": "desktop.recheck"})
@@ -150,3 +151,21 @@ async def test_a_recording_tier_leaves_a_recording_with_its_digest_in_the_chain(
     event = await database_sync_to_async(
         lambda: AuditEvent.objects.filter(action="desktop.recording", outcome="stored").latest("seq"))()
     assert event.detail["sha256"] == row.recording_sha256
+
+
+async def test_an_admin_locking_the_user_ends_the_session_naming_who_and_why(signed_in, vnc_resource, employee):
+    from portal.accounts.lockout import lock_user
+
+    browser, page = await _live(signed_in, vnc_resource)
+    started = time.monotonic()
+    await database_sync_to_async(lock_user)(employee, by="ada", reason="laptop reported stolen")
+    await browser.until(lambda op, args: op == "error", timeout=2)
+    await browser.until_closed(timeout=2)
+    assert time.monotonic() - started < 2
+    row = await _ended_row(page.session_id)
+    assert row.state == "ended" and row.end_reason == "revoked" and row.ended_by == "ada"
+    events = await database_sync_to_async(
+        lambda: list(AuditEvent.objects.filter(action__in=["account.lock", "desktop.end"])
+                     .order_by("seq").values_list("action", "actor", "reasons")))()
+    assert events[0][:2] == ("account.lock", "ada") and events[0][2][0]["message"] == "laptop reported stolen"
+    assert events[-1][:2] == ("desktop.end", "ada")
