@@ -115,6 +115,7 @@ class Config:
     metrics_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     assertion_keys_dir: Path = field(default=VAR_DIR / "assertion_keys")
+    vault_keys: tuple[str, ...] = ()
     siem_webhook_url: str | None = None
     siem_webhook_token: str | None = None
     siem_syslog: str | None = None
@@ -148,6 +149,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         trusted_proxies=_networks(env, "PORTAL_TRUSTED_PROXIES"),
         metrics_networks=_networks(env, "PORTAL_METRICS_NETWORKS") or (
             ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+        vault_keys=tuple(k.strip() for k in (_read(env, "PORTAL_VAULT_KEYS") or "").split(",") if k.strip()),
         assertion_keys_dir=Path(_read(env, "PORTAL_ASSERTION_KEYS_DIR") or VAR_DIR / "assertion_keys"),
         siem_webhook_url=_url(env, "PORTAL_SIEM_WEBHOOK_URL", ("https", "http")),
         siem_webhook_token=_read(env, "PORTAL_SIEM_WEBHOOK_TOKEN") or None,

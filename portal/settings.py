@@ -87,7 +87,10 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "portal.sqlite3",
-            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+            # WAL: readers (every request) never wait for a writer (audit, access records).
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20,
+                        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+            "CONN_MAX_AGE": 600,
             # A file, not memory, so end-to-end tests can share it with a server process;
             # one per test run, so parallel runs on one machine never share it.
             "TEST": {"NAME": VAR_DIR / f"test-{os.getpid()}.sqlite3"},
@@ -148,6 +151,9 @@ PORTAL_BACKUP_CODE_COUNT = 10
 
 # --- sessions, cookies and transport security ---------------------------------------------
 
+# Sessions live in the database (revocation = deleting rows) and are read through the cache
+# (Redis when configured): the proxy loads one on every request.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 SESSION_COOKIE_AGE = 12 * 3600
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -236,14 +242,19 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # One line per upstream request is the access record's job, not the log's.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }
 
 # --- desktop streaming ---------------------------------------------------------------------
 INSTALLED_APPS += ["streaming.desktop"]
 # Vault keys (Fernet, newest first). Empty: one key derived from SECRET_KEY. To rotate, put a
 # new key first, run `manage.py vault rotate`, then drop the old one.
-PORTAL_VAULT_KEYS: list[str] = []
+PORTAL_VAULT_KEYS: list[str] = list(CONFIG.vault_keys)  # PORTAL_VAULT_KEYS, comma-separated
 PORTAL_DESKTOP_TICKET_SECONDS = 60  # one-time tunnel ticket lifetime
 PORTAL_DESKTOP_REAUTH_MAX_SECONDS = 30  # re-decide at least this often, whatever the tier says
 PORTAL_DESKTOP_STEP_UP_GRACE_SECONDS = 120  # input held this long for a fresh code, then the end

@@ -56,3 +56,10 @@ def test_bad_values_name_the_variable(name, value, message):
 def test_allowed_hosts_come_from_the_environment():
     config = load_config({"PORTAL_SECRET_KEY": STRONG, "PORTAL_ALLOWED_HOSTS": "portal.example.com, lb"})
     assert config.allowed_hosts == ("portal.example.com", "lb")
+
+
+def test_vault_keys_are_read_newest_first_from_a_list_or_a_file(tmp_path):
+    keys = tmp_path / "vault"
+    keys.write_text("new-key, old-key\n")
+    assert load_config({"PORTAL_SECRET_KEY": STRONG, "PORTAL_VAULT_KEYS": f"file://{keys}"}).vault_keys == (
+        "new-key", "old-key")
