@@ -111,3 +111,28 @@ def test_postgres_refuses_raw_update_and_delete(chain):
                 connection.cursor() as cursor:
             cursor.execute(sql)
     assert verify_chain().ok
+
+
+def test_a_change_made_in_django_admin_is_in_the_chain(client):
+    from tests.conftest import sign_in
+    from tests.factories import UserFactory, enrol_totp
+
+    admin = UserFactory(username="root-admin", role="admin")
+    admin.is_superuser = True
+    admin.save()
+    admin.totp = enrol_totp(admin)
+    target = UserFactory(username="target-user")
+    sign_in(client, admin)
+    page = client.get(f"/admin/auth/user/{target.pk}/change/")
+    assert page.status_code == 200
+    form = page.context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and not isinstance(v, (list, tuple))}
+    data.update({"username": "target-user", "is_active": "", "date_joined_0": "2026-01-01",
+                 "date_joined_1": "00:00:00", "groups": [], "user_permissions": []})
+    data.pop("password", None)
+    data.pop("last_login", None)
+    client.post(f"/admin/auth/user/{target.pk}/change/", data)
+    event = AuditEvent.objects.filter(action="admin.change").latest("seq")
+    assert event.actor == "root-admin"
+    assert event.detail["model"] == "auth.user" and event.detail["object"] == "target-user"
+    assert verify_chain().ok
