@@ -11,8 +11,12 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from django.db import models
+from django.db.models import F
+from django.db.models.fields.json import KeyTextTransform
 
-__all__ = ["AppendOnlyError", "AuditEvent", "ChainHead"]
+__all__ = [
+    "AppendOnlyError", "AuditEvent", "ChainHead", "ChainVerification", "GrantExpiryNotice", "SiemCursor",
+]
 
 
 class AppendOnlyError(RuntimeError):
@@ -57,7 +61,17 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-seq"]
-        indexes = [models.Index(fields=["actor", "time"]), models.Index(fields=["resource", "time"])]
+        indexes = [
+            models.Index(fields=["actor", "time"]), models.Index(fields=["resource", "time"]),
+            # The auditor's search filters on one column and pages newest first by time
+            # (portal/audit/search.py); one (column, time) index per filter keeps a page of
+            # a million-event trail an index range scan. Free text has a trigram index on
+            # PostgreSQL (migration 0004).
+            models.Index(fields=["outcome", "time"], name="audit_outcome_time_idx"),
+            models.Index(fields=["action", "time"], name="audit_action_time_idx"),
+            models.Index(fields=["zone", "time"], name="audit_zone_time_idx"),
+            models.Index(KeyTextTransform("tier", "detail"), F("time"), name="audit_tier_time_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.time:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"
@@ -79,3 +93,55 @@ class ChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"chain head #{self.seq}"
+
+
+class ChainVerification(models.Model):
+    """One run of the chain verification (the scheduled job or the command): what it found."""
+
+    time = models.DateTimeField(db_index=True, help_text="When the verification finished.")
+    ok = models.BooleanField(help_text="True when every link and every hash held.")
+    checked = models.PositiveBigIntegerField(help_text="How many events were walked.")
+    head_seq = models.BigIntegerField(default=0, help_text="The chain head's sequence number at the time.")
+    duration_ms = models.PositiveIntegerField(default=0, help_text="How long the walk took.")
+    problems = models.JSONField(default=list, blank=True,
+                                help_text="Every break found, in words (empty when ok).")
+
+    class Meta:
+        ordering = ["-time", "-id"]
+        get_latest_by = "time"
+
+    def __str__(self) -> str:
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {'ok' if self.ok else 'BROKEN'} ({self.checked} events)"
+
+
+class SiemCursor(models.Model):
+    """How far the trail has been forwarded to one SIEM destination (webhook, syslog).
+
+    The cursor only moves after the destination took the batch, so events written while the
+    receiver is down are sent once it is back (at-least-once; each event carries its hash).
+    """
+
+    destination = models.CharField(max_length=32, unique=True, help_text="webhook or syslog.")
+    last_seq = models.BigIntegerField(default=0, help_text="Last event sequence number delivered.")
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True,
+                                  help_text="Why the last attempt failed; empty after a success.")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.destination} at #{self.last_seq}"
+
+
+class GrantExpiryNotice(models.Model):
+    """Marks a just-in-time grant whose expiry was written to the trail (``access.expired``).
+
+    Kept here, not on the grant, so the catalog's model stays the catalog's; a plain id (no
+    foreign key) so the notice outlives the grant like the audit event it points to.
+    """
+
+    grant_id = models.BigIntegerField(unique=True, help_text="tiers.AccessGrant primary key.")
+    event_seq = models.BigIntegerField(help_text="Sequence number of the access.expired event.")
+    noticed_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"grant {self.grant_id} expired (event #{self.event_seq})"
