@@ -25,6 +25,7 @@ if [ ! -s var/demo/services.json ]; then
 fi
 GUACD_PORT=$($PY -c 'import json; print(json.load(open("var/demo/services.json"))["guacd_port"])')
 export GUACD_PORT GUACD_HOST=127.0.0.1
+$PY manage.py verify_audit >/dev/null || echo "WARNING: the audit chain does not verify (manage.py verify_audit)" >&2
 creds=$($PY manage.py seed_demo --json --targets var/demo/services.json --base-url "https://localhost:$PORT")
 
 if [ -n "${REDIS_URL:-}" ]; then
