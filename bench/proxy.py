@@ -8,7 +8,8 @@ signs a bench user in (a real session with a verified TOTP device), then points 
 with the same connections and duration: a throughput run at --connections and a latency run
 at one connection. Every portal request is fully re-authorized (session, user, device,
 resource, decision) and carries a freshly signed assertion. Uses DATABASE_URL / REDIS_URL
-like the portal does (SQLite and in-memory buckets when unset).
+like the portal does; without DATABASE_URL it makes its own SQLite file in a temp directory,
+so the demo's database is never touched.
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ def main() -> None:
     from tests.upstreams.launch import free_port
 
     py = sys.executable
+    if not os.environ.get("DATABASE_URL"):
+        scratch = Path(tempfile.mkdtemp(prefix="bench-db-"))
+        os.environ["DATABASE_URL"] = f"sqlite:///{scratch / 'bench.sqlite3'}"
     subprocess.run([py, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, check=True)
     procs: list[subprocess.Popen] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
@@ -211,7 +215,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"upstream={args.upstream} connections={args.connections} seconds={args.seconds} "
-          f"cores={os.cpu_count()} db={'postgres' if os.environ.get('DATABASE_URL') else 'sqlite'}")
+          f"cores={os.cpu_count()} db={os.environ['DATABASE_URL'].split(':', 1)[0]}")
     print(f"{'target':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} | "
           f"{'1-conn req/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
     for name, r in results.items():
