@@ -40,6 +40,10 @@ def main(base: str) -> None:
         ("login", "/accounts/login/", None),
         ("my-apps", "/", "employee"),
         ("security", "/accounts/mfa/", "employee"),
+        ("wiki", "/apps/wiki/", "employee"),
+        ("manage-resources", "/manage/resources/", "admin"),
+        ("simulator", "/manage/simulator/", "admin"),
+        ("audit", "/audit/", "auditor"),
     ]
     extra = [a.split("=", 1) for a in sys.argv[2:]]
     shots += [(name, spec.split(":", 1)[1], spec.split(":", 1)[0]) for name, spec in extra]
