@@ -294,4 +294,8 @@ PORTAL_PROXY_CHUNK_BYTES = 64 * 1024  # streaming unit both ways: memory per req
 PORTAL_PROXY_HOLD_MAX_BYTES = 256 * 1024  # largest form post kept across a step-up
 PORTAL_PROXY_HOLD_SECONDS = 300  # how long a held form post waits for its step-up
 PORTAL_PROXY_RATE_LIMIT_REDIS = CONFIG.redis_url  # token buckets in Redis; None = in memory
+PORTAL_PROXY_WS_RECHECK_SECONDS = 30  # a proxied WebSocket is decided again this often
+PORTAL_PROXY_WS_STALL_SECONDS = PORTAL_PROXY_READ_TIMEOUT  # a side that takes nothing this long: close
+PORTAL_PROXY_WS_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+PORTAL_PROXY_WS_QUEUE = 8  # messages buffered each way (backpressure beyond, never a drop)
 PORTAL_PROXY_CATALOG_CACHE_SECONDS = 2.0  # resource rows per process; saves here clear it at once

@@ -73,6 +73,8 @@ class GateRequest:
     request_id: str
     issuer: str
     replay_token: str | None = None
+    # A re-check of an open WebSocket: the rate limit was counted when it opened.
+    live_recheck: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,7 @@ def admit(req: GateRequest) -> Admission:
         return Admission(verdict, actor=actor, reasons=decision.reasons, resource_name=resource.name)
 
     rate = decision.obligations.get("rate_limit_per_minute")
-    if rate:
+    if rate and not req.live_recheck:
         wait = limiter().take(f"{user.pk}:{resource.slug}", int(rate))
         if wait:
             _audit("proxy.rate_limited", "rate_limited", req, actor, None,

@@ -8,7 +8,12 @@ what crossed the wire from the portal. Routes:
 - ``/cookie``: sets cookies with Path and Domain, and one named like the portal's session cookie
 - ``/bytes?n=N``: N bytes streamed in 64 KiB chunks (downloads in bounded memory)
 - ``/sink``: reads the body, returns only its length and sha256 (uploads in bounded memory)
-- ``/hits``: how many requests reached this server (anonymous requests must not)
+- ``/hits``: how many requests reached this server (anonymous requests must not), and the
+  close code and reason of the last WebSocket the portal closed
+- a WebSocket on any path: accepts with the first subprotocol offered, echoes text and binary
+  messages; the text ``report`` answers with the handshake it saw (JSON, like the HTTP report),
+  ``close <code> <reason>`` closes with that code, ``flood <n> <size>`` sends ``n`` binary
+  messages of ``size`` bytes, the i-th filled with byte ``i % 256`` (order and loss checks)
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import hashlib
 import json
 from urllib.parse import parse_qs
 
-HITS = {"count": 0}
+HITS: dict = {"count": 0, "websockets": 0, "last_close": None}
 
 
 async def _read(receive) -> tuple[int, str]:
@@ -48,6 +53,9 @@ async def app(scope, receive, send):
             else:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await _websocket(scope, receive, send)
+        return
     path = scope["path"]
     query = parse_qs(scope["query_string"].decode())
     if path.endswith("/hits"):
@@ -97,3 +105,44 @@ async def app(scope, receive, send):
         "body_sha256": digest,
     }
     await _reply(send, 200, json.dumps(report).encode())
+
+
+async def _websocket(scope, receive, send):
+    if (await receive())["type"] != "websocket.connect":
+        return
+    HITS["count"] += 1
+    HITS["websockets"] += 1
+    offered = scope.get("subprotocols") or []
+    await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+    report = {
+        "raw_path": scope.get("raw_path", b"").decode("latin-1"),
+        "path": scope["path"],
+        "query": scope["query_string"].decode("latin-1"),
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+        "subprotocols": offered,
+    }
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            HITS["last_close"] = [message.get("code"), message.get("reason") or ""]
+            return
+        text = message.get("text")
+        if text == "report":
+            await send({"type": "websocket.send", "text": json.dumps(report)})
+        elif text is not None and text.startswith("close "):
+            _, code, *reason = text.split(" ", 2)
+            await send({"type": "websocket.close", "code": int(code), "reason": " ".join(reason)})
+            return
+        elif text is not None and text.startswith("flood "):
+            _, count, size = text.split()
+            try:
+                for i in range(int(count)):
+                    await send({"type": "websocket.send", "bytes": bytes([i % 256]) * int(size)})
+            except OSError:  # the portal closed this socket mid-flood (uvicorn's ClientDisconnected)
+                message = await receive()
+                HITS["last_close"] = [message.get("code"), message.get("reason") or ""]
+                return
+        elif text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})

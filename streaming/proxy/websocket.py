@@ -1,0 +1,400 @@
+"""WebSocket passthrough for ``/apps/<slug>/...``: admitted like an HTTP GET, then relayed.
+
+A raw ASGI handler behind Channels' router (see docs/decisions/0005). Order per socket:
+vet the target, headers, host and scheme (handshake refused), then same-origin only (a
+page on another origin cannot ride the portal session: cross-site WebSocket hijacking),
+then :func:`streaming.proxy.access.admit` for a GET of the same path, the very code path
+HTTP uses. Anything but ``allow`` is accepted and closed at once with a code the page can
+read (4401 sign in / second factor / step-up, 4403 denied, 4404 unknown app, 4429 rate
+limited) and nothing reaches the app. ``allow`` opens a WebSocket to the catalogued
+upstream only, with the portal's identity headers (a fresh ``X-Portal-Assertion``), the
+client's identity headers and the portal's cookies stripped, and the subprotocol the app
+picked from the browser's offer.
+
+The relay moves one message at a time each way: a message is read from one side only
+after the previous one was handed to the other, and every buffer underneath is bounded
+(uvicorn pauses reading until the app takes a message; the upstream connection holds at
+most ``PORTAL_PROXY_WS_QUEUE`` frames and waits for its write buffer to drain). A slow side
+therefore slows the other; one that takes nothing for ``PORTAL_PROXY_WS_STALL_SECONDS``
+ends the socket with 1013 and a reason. Nothing is ever dropped. Every
+``PORTAL_PROXY_WS_RECHECK_SECONDS`` the socket is admitted again (fresh session, user and
+decision); when the answer is no longer ``allow`` both sides are closed with the reason.
+Each socket leaves one access record at its end (method ``WEBSOCKET``, status = the close
+code the browser received, or the HTTP status of a refused handshake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from portal.health import DEPENDENCY_ERRORS
+from portal.network import is_trusted, resolve_client_address
+from streaming.proxy import pending
+from streaming.proxy.access import Admission, GateRequest, Verdict, admit
+from streaming.proxy.app import Receive, Scope, Send, _header, _session_key
+from streaming.proxy.headers import (
+    HeaderError,
+    check_request_headers,
+    same_origin,
+    upstream_request_headers,
+)
+from streaming.proxy.paths import PathError, parse_target
+from streaming.proxy.records import AccessEntry, access_log
+from streaming.proxy.upstream import Upstream, UpstreamError
+
+__all__ = ["CLOSE_FORBIDDEN", "CLOSE_NOT_FOUND", "CLOSE_RATE_LIMITED", "CLOSE_UNAUTHENTICATED",
+           "WebSocketProxy", "refusal"]
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401  # sign in, confirm the second factor, or step up
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_RATE_LIMITED = 4429
+_GOING_AWAY, _POLICY, _SERVER_ERROR, _RESTART, _TRY_LATER, _BAD_GATEWAY = 1001, 1008, 1011, 1012, 1013, 1014
+_UNSENDABLE = frozenset({1004, 1005, 1006, 1015})  # reserved: never on the wire
+# The handshake headers the upstream connection makes for itself.
+_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+                        "sec-websocket-protocol", "sec-websocket-accept"})
+
+
+def _setting(name: str, default: float) -> float:
+    return float(getattr(settings, name, default))
+
+
+class _NoRedirects(ws_connect):
+    """The catalogued upstream and nothing else: a redirect is a failed handshake."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
+@dataclass(frozen=True)
+class _End:
+    """How a relay ends: the close each side gets (None: that side is already gone)."""
+
+    browser: tuple[int, str] | None
+    app: tuple[int, str] | None
+    decision: str | None = None  # set when a re-check ended it
+
+
+class _Socket:
+    """Book-keeping for one socket: what the access record will say."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.started = time.perf_counter()
+        self.request_id = uuid.uuid4().hex
+        self.slug = ""
+        self.path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        self.actor = ""
+        self.client_address = (scope.get("client") or ("", 0))[0]
+        self.status = 0
+        self.decision = "error"
+        self.bytes_in = 0  # browser to app, message payload bytes
+        self.bytes_out = 0  # app to browser
+        self.handshake_done = False
+
+    def entry(self) -> AccessEntry:
+        return AccessEntry(
+            actor=self.actor, resource=self.slug, method="WEBSOCKET", path=self.path[:2000],
+            status=self.status, decision=self.decision, bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out, duration_ms=(time.perf_counter() - self.started) * 1000,
+            client_address=self.client_address, request_id=self.request_id)
+
+
+def _size(data: str | bytes) -> int:
+    return len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+
+
+def _reason(text: str) -> str:
+    """A close reason fits in 123 bytes of UTF-8."""
+    raw = text.encode()
+    return text if len(raw) <= 123 else raw[:120].decode(errors="ignore") + "..."
+
+
+def _sendable(code: int | None, fallback: int) -> int:
+    if code is None or code in _UNSENDABLE or not (1000 <= code <= 4999) or 1016 <= code < 3000:
+        return fallback
+    return code
+
+
+def refusal(admission: Admission) -> tuple[int, str]:
+    """The close code and reason for an admission that is not ``allow`` (no policy here:
+    the verdict and its reasons come from :func:`admit`)."""
+    first = admission.reasons[0].message if admission.reasons else ""
+    match admission.verdict:
+        case Verdict.LOGIN:
+            return CLOSE_UNAUTHENTICATED, "Sign in to the portal, then open the app again."
+        case Verdict.MFA:
+            return CLOSE_UNAUTHENTICATED, "Confirm your second factor, then open the app again."
+        case Verdict.STEP_UP:
+            return CLOSE_UNAUTHENTICATED, _reason(first or "This app needs a fresh code: reload the page.")
+        case Verdict.NOT_FOUND:
+            return CLOSE_NOT_FOUND, "There is no such app."
+        case Verdict.RATE_LIMITED:
+            return CLOSE_RATE_LIMITED, f"Too many requests: try again in {admission.retry_after} s."
+        case _:
+            return CLOSE_FORBIDDEN, _reason(first or "Access denied.")
+
+
+class WebSocketProxy:
+    """ASGI application for WebSockets under ``/apps/``."""
+
+    def __init__(self) -> None:
+        self._gate = database_sync_to_async(admit, thread_sensitive=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ws = _Socket(scope)
+        try:
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                return
+            await self._handle(scope, receive, send, ws)
+        except DEPENDENCY_ERRORS:
+            # Database or Redis away: nothing is allowed (fail closed).
+            logger.exception("proxy dependency unavailable", extra={"request_id": ws.request_id})
+            await self._refuse(scope, send, ws, _SERVER_ERROR, "The portal is unavailable; try again soon.",
+                               decision="unavailable")
+        except Exception:
+            logger.exception("websocket proxy failure", extra={"request_id": ws.request_id})
+            await self._refuse(scope, send, ws, _SERVER_ERROR, "The portal failed; try again.",
+                               decision="error")
+        finally:
+            access_log.add(ws.entry())
+
+    # --- the handshake, step by step --------------------------------------------------
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, ws: _Socket) -> None:
+        raw_path = scope.get("raw_path", b"").decode("latin-1")
+        query = scope.get("query_string", b"").decode("latin-1")
+        try:
+            check_request_headers(scope["headers"])
+            target = parse_target(raw_path, query)
+            if target is None or not target.upstream_path:
+                raise PathError("not a path inside an app")
+            if target.upstream_path.startswith(pending.REPLAY_PREFIX):
+                raise PathError("replay links are not WebSockets")
+        except (HeaderError, PathError):
+            await self._reject(send, ws, 400, "bad_request")
+            return
+        ws.slug = target.slug
+        ws.path = target.upstream_path + (f"?{query}" if query else "")
+
+        host = _header(scope, b"host") or ""
+        scheme = "https" if scope.get("scheme") == "wss" else "http"
+        trusted = settings.PORTAL_TRUSTED_PROXIES
+        if is_trusted(ws.client_address, trusted):
+            ws.client_address = resolve_client_address(ws.client_address,
+                                                       _header(scope, b"x-forwarded-for"), trusted)
+            if (_header(scope, b"x-forwarded-proto") or "").strip().lower() == "https":
+                scheme = "https"
+        domain, _port = split_domain_port(host)
+        allowed = settings.ALLOWED_HOSTS + (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
+        if not domain or not validate_host(domain, allowed):
+            await self._reject(send, ws, 400, "bad_request")
+            return
+        if scheme != "https" and settings.SECURE_SSL_REDIRECT:
+            await self._reject(send, ws, 403, "bad_request")
+            return
+        # Browsers always send Origin on a WebSocket handshake: it must be this very origin,
+        # and Fetch Metadata (when sent) must agree.
+        if not (same_origin(_header(scope, b"origin"), None, scheme=scheme, host=host)
+                and same_origin(None, _header(scope, b"sec-fetch-site"), scheme=scheme, host=host)):
+            await self._reject(send, ws, 403, "deny")
+            return
+
+        req = GateRequest(
+            slug=target.slug, method="GET", path=target.path, portal_path=target.portal_path,
+            session_key=_session_key(scope), client_address=ws.client_address,
+            request_id=ws.request_id, issuer=settings.PORTAL_ASSERTION_ISSUER or f"https://{host}")
+        admission = await self._gate(req)
+        ws.actor = admission.actor
+        ws.decision = str(admission.verdict)
+        if admission.verdict is not Verdict.ALLOW:
+            code, reason = refusal(admission)
+            await self._refuse(scope, send, ws, code, reason)
+            return
+
+        try:
+            upstream = Upstream.parse(admission.upstream)
+        except UpstreamError:
+            logger.error("resource %s has an unusable upstream", target.slug)
+            await self._refuse(scope, send, ws, _BAD_GATEWAY, "The app is not set up correctly.")
+            return
+        headers = upstream_request_headers(
+            [(k, v) for k, v in scope["headers"] if k.lower().decode("latin-1") not in _HANDSHAKE],
+            assertion=admission.assertion, client_address=ws.client_address, proto=scheme,
+            host=host, prefix=target.prefix.rstrip("/"),
+            portal_cookies=(settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME))
+        headers.append(("x-request-id", ws.request_id))
+        url = _ws_url(upstream, target.upstream_path, query)
+        try:
+            conn = await _NoRedirects(
+                url, additional_headers=headers, user_agent_header=None, proxy=None,
+                subprotocols=scope.get("subprotocols") or None,
+                open_timeout=settings.PORTAL_PROXY_CONNECT_TIMEOUT,
+                max_size=int(_setting("PORTAL_PROXY_WS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024)),
+                max_queue=int(_setting("PORTAL_PROXY_WS_QUEUE", 8)),
+                write_limit=settings.PORTAL_PROXY_CHUNK_BYTES, close_timeout=2)
+        except InvalidStatus as exc:
+            await self._refuse(scope, send, ws, _BAD_GATEWAY,
+                               f"The app refused the connection (HTTP {exc.response.status_code}).")
+            return
+        except (OSError, TimeoutError, InvalidHandshake):
+            await self._refuse(scope, send, ws, _BAD_GATEWAY, "The app is not answering.")
+            return
+        end: _End | None = None
+        try:
+            await send({"type": "websocket.accept", "subprotocol": conn.subprotocol})
+            ws.handshake_done = True
+            ws.status = 101
+            end = await self._relay(receive, send, conn, ws, req, admission.upstream)
+            if end.decision is not None:
+                ws.decision = end.decision
+        finally:
+            # Both sides learn why at once (app None: it closed first, close() only tidies up).
+            app_close = (_GOING_AWAY, "portal closed the connection") if end is None else end.app
+            closes = [_close_app(conn, *(app_close or (1000, "")))]
+            if end is not None and end.browser is not None:
+                closes.append(self._close_browser(send, ws, *end.browser))
+            await asyncio.gather(*closes)
+
+    # --- the relay --------------------------------------------------------------------
+
+    async def _relay(self, receive: Receive, send: Send, conn: ClientConnection, ws: _Socket,
+                     req: GateRequest, upstream: str) -> _End:
+        stall = _setting("PORTAL_PROXY_WS_STALL_SECONDS", settings.PORTAL_PROXY_READ_TIMEOUT)
+        tasks = [asyncio.create_task(_browser_to_app(receive, conn, ws, stall)),
+                 asyncio.create_task(_app_to_browser(conn, send, ws, stall)),
+                 asyncio.create_task(self._recheck(req, upstream))]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        first = next(t for t in tasks if t in done)
+        return first.result()
+
+    async def _recheck(self, req: GateRequest, upstream: str) -> _End:
+        """Admit the socket again every interval; end it when the answer changes."""
+        check = dataclasses.replace(req, live_recheck=True)
+        while True:
+            await asyncio.sleep(_setting("PORTAL_PROXY_WS_RECHECK_SECONDS", 30.0))
+            try:
+                admission = await self._gate(check)
+            except DEPENDENCY_ERRORS:
+                logger.exception("re-check of a live socket failed", extra={"request_id": req.request_id})
+                return _End((_SERVER_ERROR, "The portal cannot check your access; reconnect soon."),
+                            (_GOING_AWAY, "portal closed the connection"), "unavailable")
+            if admission.verdict is not Verdict.ALLOW:
+                return _End(refusal(admission), (_POLICY, "access withdrawn"), str(admission.verdict))
+            if admission.upstream != upstream:
+                return _End((_RESTART, "The app moved: reconnect."), (_GOING_AWAY, "app moved"))
+
+    # --- closing ----------------------------------------------------------------------
+
+    async def _reject(self, send: Send, ws: _Socket, status: int, decision: str) -> None:
+        """Refuse the handshake itself (the server answers 403): nothing to explain to a page."""
+        ws.status, ws.decision = status, decision
+        await send({"type": "websocket.close", "code": CLOSE_FORBIDDEN})
+
+    async def _refuse(self, scope: Scope, send: Send, ws: _Socket, code: int, reason: str,
+                      decision: str | None = None) -> None:
+        """Accept, then close at once with a code and reason the page can read.
+
+        The first subprotocol offered is echoed: a browser fails a handshake that offered
+        subprotocols and got none back, and would then see 1006 instead of the reason.
+        """
+        if decision:
+            ws.decision = decision
+        if not ws.handshake_done:
+            offered = scope.get("subprotocols") or []
+            try:
+                await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+            except Exception:
+                return  # the browser is gone already
+            ws.handshake_done = True
+        await self._close_browser(send, ws, code, reason)
+
+    async def _close_browser(self, send: Send, ws: _Socket, code: int, reason: str) -> None:
+        ws.status = code
+        # A browser that stopped reading may never make room for the close frame.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await send({"type": "websocket.close", "code": code, "reason": _reason(reason)})
+
+
+def _ws_url(upstream: Upstream, upstream_path: str, query: str) -> str:
+    """The catalogued upstream, as ws:// or wss://, plus the vetted path and query."""
+    scheme = "wss" if upstream.scheme == "https" else "ws"
+    host = f"[{upstream.host}]" if ":" in upstream.host else upstream.host
+    raw = upstream.base_path + upstream_path.lstrip("/")
+    return f"{scheme}://{host}:{upstream.port}{raw}" + (f"?{query}" if query else "")
+
+
+async def _browser_to_app(receive: Receive, conn: ClientConnection, ws: _Socket, stall: float) -> _End:
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            ws.status = message.get("code") or 1005
+            code = _sendable(message.get("code"), _GOING_AWAY)
+            return _End(None, (code, _reason(message.get("reason") or "")))
+        data = message.get("bytes")
+        if data is None:
+            data = message.get("text")
+        if data is None:
+            continue
+        try:
+            async with asyncio.timeout(stall):
+                await conn.send(data)  # waits while the app reads slowly: back-pressure
+        except TimeoutError:
+            return _End((_TRY_LATER, "The app stopped reading; the connection was closed."),
+                        (_TRY_LATER, "not reading"))
+        except ConnectionClosed:
+            return _app_closed(conn)
+        ws.bytes_in += _size(data)
+
+
+async def _app_to_browser(conn: ClientConnection, send: Send, ws: _Socket, stall: float) -> _End:
+    while True:
+        try:
+            data = await conn.recv()
+        except ConnectionClosed:
+            return _app_closed(conn)
+        key = "bytes" if isinstance(data, bytes) else "text"
+        try:
+            async with asyncio.timeout(stall):
+                await send({"type": "websocket.send", key: data})  # waits for a slow browser
+        except TimeoutError:
+            return _End((_TRY_LATER, "Your browser stopped reading; the connection was closed."),
+                        (_GOING_AWAY, "browser not reading"))
+        except Exception:  # the browser went away (uvicorn raises its own ClientDisconnected)
+            return _End(None, (_GOING_AWAY, "browser gone"))
+        ws.bytes_out += _size(data)
+
+
+async def _close_app(conn: ClientConnection, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await conn.close(code, reason)
+
+
+def _app_closed(conn: ClientConnection) -> _End:
+    """The app closed (or dropped) its side: the browser gets the app's code and reason."""
+    code = conn.close_code
+    if code is None or code == 1006:
+        return _End((_BAD_GATEWAY, "The app closed the connection unexpectedly."), None)
+    return _End((_sendable(code, 1000), _reason(conn.close_reason or "")), None)
