@@ -4,8 +4,9 @@ Only holders of ``accounts.view_audit`` (the auditor role) get in; anyone else g
 the refusal is itself written to the trail (``audit.forbidden``). Every page and every
 export writes its own event (``audit.view`` / ``audit.export``) before it shows anything:
 reading the trail leaves a trace in it. There are only GET views: nothing here changes the
-trail. Views translate; the work is in :mod:`~portal.audit.search` and
-:mod:`~portal.audit.exports`.
+trail. Views translate; the work is in :mod:`~portal.audit.search`,
+:mod:`~portal.audit.exports`, :mod:`~portal.audit.sessions` and :mod:`~portal.audit.recordings`.
+Playing a recording writes ``audit.playback`` once per player page (not per range request).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
+from django.core.paginator import Paginator
 from django.http import (
     Http404,
     HttpRequest,
@@ -35,6 +37,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
+from portal.audit import sessions as session_log
 from portal.audit.chain import GENESIS, canonical_content, event_hash, record_request
 from portal.audit.exports import (
     ChainHeadAt,
@@ -46,6 +49,8 @@ from portal.audit.exports import (
     manifest,
 )
 from portal.audit.models import AuditEvent, ChainVerification, SiemCursor
+from portal.audit.recordings import recording_path as recording_file_path
+from portal.audit.recordings import recording_response
 from portal.audit.search import (
     KNOWN_ACTIONS,
     KNOWN_OUTCOMES,
@@ -58,8 +63,9 @@ from portal.audit.search import (
 )
 
 __all__ = [
-    "VIEW_AUDIT", "WorkspaceSection", "event_detail", "events", "export", "export_manifest",
-    "register_section", "workspace",
+    "VIEW_AUDIT", "WorkspaceSection", "desktop_session", "event_detail", "events", "export",
+    "export_manifest", "proxy_session", "recording", "recording_file", "register_section", "sessions",
+    "workspace",
 ]
 
 VIEW_AUDIT = "accounts.view_audit"
@@ -326,3 +332,138 @@ def export_manifest(request: HttpRequest) -> HttpResponse:
     body = manifest(criteria, head, export_format=export_format, rows=rows, content_sha256=digest,
                     generated_by=request.user.get_username())
     return JsonResponse({"manifest": body}, json_dumps_params={"sort_keys": True})
+
+
+# --- sessions and recordings ---------------------------------------------------------------
+
+_PLAYBACKS_KEY = "audit.playbacks"  # recordings this browser session was shown (audited) lately
+
+
+def _page_number(request: HttpRequest, name: str) -> int:
+    raw = request.GET.get(name, "")
+    return int(raw) if raw.isdigit() and 0 < len(raw) < 7 else 1
+
+
+@auditor_view
+def sessions(request: HttpRequest) -> HttpResponse:
+    """Desktop sessions and web (proxy) sessions, filterable by user, resource and time."""
+    form = session_log.SessionFilterForm(request.GET)
+    valid = form.is_valid()
+    criteria = form.to_filter() if valid else None
+    _seen(request, "sessions", filter=criteria.as_params() if criteria else {"invalid": True})
+    context: dict[str, Any] = {"form": form, "criteria": criteria,
+                               "query": urlencode(criteria.as_params()) if criteria else "",
+                               "gap_minutes": int(session_log.PROXY_SESSION_GAP.total_seconds() // 60)}
+    size = settings.PORTAL_AUDIT_PAGE_SIZE
+    if criteria is not None and criteria.kind in ("", "desktop"):
+        desktop_page = Paginator(session_log.desktop_sessions(criteria), size).get_page(
+            _page_number(request, "dpage"))
+        counts = session_log.desktop_counts(desktop_page.object_list)
+        context["desktop_page"] = desktop_page
+        context["desktop_rows"] = [(s, counts[str(s.pk)], session_log.format_duration(_duration(s)))
+                                   for s in desktop_page.object_list]
+    if criteria is not None and criteria.kind in ("", "web"):
+        listing = session_log.proxy_sessions(criteria)
+        context["proxy_list"] = listing
+        context["proxy_page"] = Paginator(listing.sessions, size).get_page(_page_number(request, "ppage"))
+    return render(request, "audit/sessions.html", context, status=200 if valid else 400)
+
+
+def _stream_session(session_id: Any) -> Any:
+    from streaming.desktop.models import StreamSession  # another app: import where used
+
+    stream = StreamSession.objects.select_related("user", "resource").filter(pk=session_id).first()
+    if stream is None:
+        raise Http404("No desktop session with this id.")
+    return stream
+
+
+@auditor_view
+def desktop_session(request: HttpRequest, session_id: Any) -> HttpResponse:
+    """One desktop session: its facts, timeline, recording and (SSH) typescript."""
+    stream = _stream_session(session_id)
+    _seen(request, "desktop_session", target=str(stream.pk))
+    path = recording_file_path(stream.pk)
+    return render(request, "audit/desktop_session.html", {
+        "stream": stream, "counts": session_log.desktop_counts([stream])[str(stream.pk)],
+        "timeline": session_log.desktop_timeline(stream), "recording": path,
+        "recording_size": path.stat().st_size if path else None,
+        "typescript": session_log.typescript(stream.pk), "typescript_limit": session_log.TYPESCRIPT_LIMIT,
+        "playbacks": session_log.playbacks(stream.pk),
+        "duration": session_log.format_duration(_duration(stream)),
+    })
+
+
+def _duration(stream: Any) -> timedelta | None:
+    began = stream.started_at
+    if began is None:
+        return None
+    return (stream.ended_at or timezone.now()) - began
+
+
+@auditor_view
+def proxy_session(request: HttpRequest, record_id: int) -> HttpResponse:
+    """One web session (found from any of its access records): its requests and decisions."""
+    found = session_log.proxy_session(record_id)
+    if found is None:
+        raise Http404("No web session holds this access record.")
+    session = found.session
+    _seen(request, "proxy_session", target=session.first_id, user=session.actor, resource=session.resource)
+    return render(request, "audit/proxy_session.html", {
+        "session": session, "records": found.records, "more_records": found.more_records,
+        "timeline": session_log.proxy_timeline(session),
+        "gap_minutes": int(session_log.PROXY_SESSION_GAP.total_seconds() // 60),
+    })
+
+
+def _granted_playbacks(request: HttpRequest) -> list[str]:
+    granted = request.session.get(_PLAYBACKS_KEY, [])
+    return granted if isinstance(granted, list) else []
+
+
+def _note_playback(request: HttpRequest, stream: Any, via: str) -> None:
+    """Write ``audit.playback`` and remember it, so the player's range requests add nothing."""
+    record_request(request, "audit.playback", outcome="success", resource=stream.resource.slug,
+                   detail={"recording": str(stream.pk), "user": stream.user.get_username(),
+                           "sha256": stream.recording_sha256, "via": via})
+    granted = [g for g in _granted_playbacks(request) if g != str(stream.pk)][-19:]
+    request.session[_PLAYBACKS_KEY] = [*granted, str(stream.pk)]
+
+
+@auditor_view
+def recording(request: HttpRequest, session_id: Any) -> HttpResponse:
+    """The recording player (guacamole-common-js's SessionRecording); one audit event per view."""
+    stream = _stream_session(session_id)
+    path = recording_file_path(stream.pk)
+    if path is None:
+        raise Http404("This session has no recording (not recorded, or not found on disk).")
+    _note_playback(request, stream, via="player")
+    return render(request, "audit/recording.html", {
+        "stream": stream, "size": path.stat().st_size,
+        "duration": session_log.format_duration(_duration(stream)),
+    })
+
+
+@auditor_view
+def recording_file(request: HttpRequest, session_id: Any) -> HttpResponse:
+    """The recording's bytes, whole or by range (206/416); audited unless the player page was."""
+    stream = _stream_session(session_id)
+    path = recording_file_path(stream.pk)
+    if path is None:
+        raise Http404("This session has no recording.")
+    if str(stream.pk) not in _granted_playbacks(request):
+        _note_playback(request, stream, via="file")
+    etag = f'"{stream.recording_sha256}"' if stream.recording_sha256 else ""
+    return recording_response(path, request.headers.get("Range", ""), etag=etag,
+                              if_range=request.headers.get("If-Range", ""))
+
+
+def _live_sessions_section(request: HttpRequest) -> dict[str, Any] | None:
+    """The front page's "Live desktop sessions" panel; shown only while someone is connected."""
+    live = list(session_log.live_desktop_sessions()[:50])
+    if not live:
+        return None
+    return {"sessions": [(s, session_log.format_duration(_duration(s))) for s in live]}
+
+
+register_section("live_desktop_sessions", "audit/_live_sessions.html", _live_sessions_section)
