@@ -270,6 +270,8 @@ CELERY_BEAT_SCHEDULE.update({
                               "schedule": 30.0, "options": {"expires": 25}},
     "audit-expire-grants": {"task": "portal.audit.tasks.expire_grants",
                             "schedule": 60.0, "options": {"expires": 55}},
+    "audit-retention": {"task": "portal.audit.tasks.apply_retention_policy",
+                        "schedule": 3600.0, "options": {"expires": 3000}},
 })
 PORTAL_SIEM_WEBHOOK_URL = CONFIG.siem_webhook_url  # POSTs OCSF events as JSON Lines
 PORTAL_SIEM_WEBHOOK_TOKEN = CONFIG.siem_webhook_token  # sent as a bearer token, if set

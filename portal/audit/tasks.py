@@ -21,7 +21,7 @@ from portal.audit.models import ChainVerification, GrantExpiryNotice
 from portal.audit.siem import SiemUnavailable, forward_all
 
 __all__ = [
-    "JOB_ACTOR", "expire_due_grants", "expire_grants", "forward_events_to_siem",
+    "JOB_ACTOR", "apply_retention_policy", "expire_due_grants", "expire_grants", "forward_events_to_siem",
     "verify_and_store", "verify_audit_chain",
 ]
 
@@ -109,3 +109,12 @@ def forward_events_to_siem() -> dict[str, int]:
 def expire_grants() -> int:
     """Write ``access.expired`` for just-in-time grants that ran out."""
     return expire_due_grants()
+
+
+@shared_task(autoretry_for=(DatabaseError,), retry_backoff=5, retry_backoff_max=300, retry_jitter=True,
+             max_retries=5)
+def apply_retention_policy() -> dict[str, int]:
+    """Remove recordings and access records older than their tier keeps them (each removal audited)."""
+    from portal.audit.retention import apply_retention
+
+    return apply_retention()
