@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import jwt
 import pytest
+from django.utils import timezone
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -64,12 +65,23 @@ def _upstream(browser_for, echo_upstream) -> dict:
     return browser_for().get(f"{echo_upstream.url}hits").json()
 
 
+_test_started: list = []
+
+
+@pytest.fixture(autouse=True)
+def _mark_test_start():
+    """Records are written in batches by a thread: a previous test's socket may land late, so
+    a test only looks at records made after it began."""
+    _test_started[:] = [timezone.now()]
+
+
 def _record(slug: str = "echo") -> AccessRecord:
     """The socket's access record (written when the portal's handler returns)."""
     deadline = time.monotonic() + 5
     while True:
         access_log.flush()
-        row = AccessRecord.objects.filter(resource=slug, method="WEBSOCKET").order_by("-id").first()
+        row = (AccessRecord.objects.filter(resource=slug, method="WEBSOCKET", time__gte=_test_started[0])
+               .order_by("-id").first())
         if row is not None or time.monotonic() > deadline:
             assert row is not None, "no access record for the socket"
             return row
