@@ -7,6 +7,7 @@ const { default: Guacamole } = await import(body.dataset.guacamole);
 const screen = $("screen");
 const ticket = body.dataset.ticket;
 delete body.dataset.ticket; // one-time: nothing keeps it once the tunnel has it
+const watching = Boolean(body.dataset.watching); // an admin's read-only view: no input at all
 let ended = false;
 let endsAt = null;
 
@@ -71,17 +72,20 @@ client.onerror = (status) => showEnd(status.message || "The desktop could not be
 tunnel.onerror = (status) => showEnd(status.message || "The connection to the portal was lost.");
 
 // Keyboard, mouse, touch. Input goes to the desktop only while the page has focus.
-const keyboard = new Guacamole.Keyboard(document);
-keyboard.onkeydown = (keysym) => { if (!$("step-up").open && !ended) client.sendKeyEvent(1, keysym); return !$("step-up").open; };
-keyboard.onkeyup = (keysym) => { if (!$("step-up").open && !ended) client.sendKeyEvent(0, keysym); };
-const mouse = new Guacamole.Mouse(display.getElement());
-mouse.onEach(["mousedown", "mouseup", "mousemove"], (e) => client.sendMouseState(e.state, true));
-const touch = new Guacamole.Mouse.Touchscreen(display.getElement());
-touch.onEach(["mousedown", "mouseup", "mousemove"], (e) => client.sendMouseState(e.state, true));
+// A watcher gets none of them (the relay would drop their input anyway).
+if (!watching) {
+  const keyboard = new Guacamole.Keyboard(document);
+  keyboard.onkeydown = (keysym) => { if (!$("step-up").open && !ended) client.sendKeyEvent(1, keysym); return !$("step-up").open; };
+  keyboard.onkeyup = (keysym) => { if (!$("step-up").open && !ended) client.sendKeyEvent(0, keysym); };
+  const mouse = new Guacamole.Mouse(display.getElement());
+  mouse.onEach(["mousedown", "mouseup", "mousemove"], (e) => client.sendMouseState(e.state, true));
+  const touch = new Guacamole.Mouse.Touchscreen(display.getElement());
+  touch.onEach(["mousedown", "mouseup", "mousemove"], (e) => client.sendMouseState(e.state, true));
+}
 
 function fit() {
   const width = screen.clientWidth, height = screen.clientHeight;
-  client.sendSize(width, height);
+  if (!watching) client.sendSize(width, height); // the watched user's screen size stays theirs
   const w = display.getWidth(), h = display.getHeight();
   if (w && h) display.scale(Math.min(width / w, height / h, 1));
 }
@@ -116,7 +120,7 @@ function askForCode(message, grace, holdsInput) {
   $("otp_token").focus();
 }
 
-$("step-up-form").addEventListener("submit", async (event) => {
+$("step-up-form")?.addEventListener("submit", async (event) => {
   event.preventDefault();
   const response = await fetch(body.dataset.stepUp, {
     method: "POST", body: new FormData(event.target), credentials: "same-origin",

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from portal.audit.chain import record
 from streaming.desktop import groups
-from streaming.desktop.models import EndReason, StreamSession
+from streaming.desktop.models import EndReason, StreamSession, StreamWatch
 from streaming.desktop.parameters import connection_parameters
 from streaming.desktop.vault import secret_for
 
@@ -33,12 +33,16 @@ __all__ = [
     "TicketError",
     "check_guacd",
     "end_session",
+    "end_watch",
     "handshake_parameters",
     "issue_session",
+    "issue_watch",
     "kill_session",
     "mark_live",
+    "mark_watching",
     "push",
     "redeem_ticket",
+    "redeem_watch_ticket",
 ]
 
 log = structlog.get_logger(__name__)
@@ -174,3 +178,69 @@ def kill_session(session: StreamSession, admin: AbstractBaseUser, client_address
            client_address=client_address,
            detail={"session": str(session.pk), "user": session.user.get_username()})
     push(groups.for_session(session.pk), {"type": "desktop.kill", "by": admin.get_username()})
+
+
+# -- an admin's read-only view of a live session ---------------------------------------------
+
+
+def issue_watch(stream: StreamSession, watcher: AbstractBaseUser,
+                client_address: str) -> tuple[StreamWatch, str]:
+    """A one-time ticket for ``watcher`` to join ``stream`` read-only (the caller checked the
+    permission; the ticket is bound to both)."""
+    ticket = secrets.token_urlsafe(32)
+    watch = StreamWatch.objects.create(
+        stream=stream, watcher=watcher, client_address=client_address, ticket_hash=_hash(ticket),
+        ticket_expires_at=timezone.now() + timedelta(seconds=settings.PORTAL_DESKTOP_TICKET_SECONDS),
+    )
+    return watch, ticket
+
+
+def redeem_watch_ticket(watch_id: str, watcher: AbstractBaseUser, ticket: str) -> StreamWatch:
+    """Use the watch ticket once; the watcher must still manage sessions and the session be live."""
+    try:
+        pk = uuid.UUID(watch_id)
+    except ValueError as exc:
+        raise TicketError("This watch link is not valid.") from exc
+    if not watcher.has_perm("accounts.manage_sessions"):
+        raise TicketError("Watching sessions is for administrators.")
+    now = timezone.now()
+    used = StreamWatch.objects.filter(
+        pk=pk, watcher_id=watcher.pk, started_at__isnull=True, ticket_hash=_hash(ticket or ""),
+        ticket_expires_at__gt=now, stream__state=StreamSession.State.LIVE,
+    ).exclude(stream__guacd_connection_id="").update(ticket_hash="", started_at=now)
+    if not used:
+        raise TicketError("This watch link has expired or was already used, or the session has ended. "
+                          "Open it again from the live sessions page.")
+    return StreamWatch.objects.select_related("stream__resource", "stream__user", "watcher").get(pk=pk)
+
+
+def mark_watching(watch: StreamWatch, connection_id: str) -> None:
+    stream = watch.stream
+    record("desktop.watch", outcome="start", actor=watch.watcher.get_username(),
+           resource=stream.resource.slug, client_address=watch.client_address,
+           detail={"watch": str(watch.pk), "session": str(stream.pk), "user": stream.user.get_username(),
+                   "guacd_connection": stream.guacd_connection_id, "watcher_connection": connection_id,
+                   "read_only": True})
+
+
+def end_watch(watch_id: uuid.UUID | str, message: str, *, ended_by: str, refused_input: int = 0,
+              bytes_to_browser: int = 0) -> bool:
+    """Close the watch (once) and audit it; the watched session goes on."""
+    with transaction.atomic():
+        watch = (StreamWatch.objects.select_for_update().select_related("stream__resource", "stream__user",
+                                                                        "watcher")
+                 .filter(pk=watch_id, ended_at__isnull=True).first())
+        if watch is None:
+            return False
+        watch.ended_at = timezone.now()
+        watch.end_message = message[:300]
+        watch.save(update_fields=["ended_at", "end_message"])
+        stream = watch.stream
+        record("desktop.watch", outcome="end", actor=ended_by[:150], resource=stream.resource.slug,
+               client_address=watch.client_address, reasons=[{"rule": "watch_end", "message": message}],
+               detail={"watch": str(watch.pk), "session": str(stream.pk), "user": stream.user.get_username(),
+                       "watcher": watch.watcher.get_username(), "refused_input": refused_input,
+                       "bytes_to_browser": bytes_to_browser,
+                       "duration_seconds": int((watch.ended_at - (watch.started_at or watch.created_at))
+                                               .total_seconds())})
+    return True

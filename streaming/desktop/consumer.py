@@ -6,6 +6,9 @@ answers to its internal ``ping``. What the portal adds: the one-time ticket, the
 (the browser never sees it, nor the target's credentials), a check of every browser
 instruction, the tier's clipboard and file controls, continuous re-authorization (periodic,
 and at once when a revocation is pushed to one of our groups), idle and maximum duration.
+An admin's read-only view ("watch" mode) runs through the same code: it joins the running
+guacd connection by its id with ``read-only`` set (a join needs no target credentials), and
+the relay drops every input instruction the watcher's browser sends, with an audit.
 Frames are never dropped for want of buffer space: each read from guacd is sent (and
 awaited) before the next read, so a slow browser slows guacd down through TCP.
 """
@@ -32,7 +35,7 @@ from django_otp import DEVICE_ID_SESSION_KEY
 from portal.audit.chain import record
 from portal.network import resolve_client_address
 from streaming.desktop import broker, groups
-from streaming.desktop.guacamole.browser import check_browser_instruction
+from streaming.desktop.guacamole.browser import STREAM_OPCODES, check_browser_instruction
 from streaming.desktop.guacamole.guacd import GuacdConnection, GuacdError, Screen, open_guacd
 from streaming.desktop.guacamole.protocol import (
     BROWSER_LIMITS,
@@ -42,9 +45,9 @@ from streaming.desktop.guacamole.protocol import (
     ProtocolError,
     encode,
 )
-from streaming.desktop.models import EndReason, StreamSession
+from streaming.desktop.models import EndReason, StreamSession, StreamWatch
 from streaming.desktop.parameters import ParameterError
-from streaming.desktop.reauth import Verdict, reauthorize
+from streaming.desktop.reauth import Verdict, reauthorize, reauthorize_watcher
 from streaming.desktop.vault import VaultError
 
 __all__ = ["DesktopTunnelConsumer", "Status"]
@@ -86,6 +89,11 @@ _GUACD_MARKERS = ("9.clipboard,", "4.file,", "5.error,")
 
 _CONTROLS = {"clipboard.in": "clipboard_in", "clipboard.out": "clipboard_out",
              "file.transfer": "file_transfer"}
+# What a watcher's browser may send: flow control only. Everything else is input and is dropped.
+_WATCHER_MAY_SEND = frozenset({"sync", "nop", "ack"})
+_WATCHER_OBLIGATIONS = {"clipboard_in": "deny", "clipboard_out": "deny", "file_transfer": "deny",
+                        "read_only": True}
+
 _CONTROL_WORDS = {"clipboard.in": "Pasting into this desktop", "clipboard.out": "Copying out of this desktop",
                   "file.transfer": "File transfer"}
 
@@ -128,6 +136,9 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.stream: StreamSession | None = None
+        self.watch: StreamWatch | None = None
+        self.refused_input = 0
+        self.refused_opcodes: set[str] = set()
         self.guacd: GuacdConnection | None = None
         self.joined: list[str] = []
         self.ended = False
@@ -154,10 +165,17 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         xff = headers.get(b"x-forwarded-for", b"").decode("latin-1") or None
         self.client_address = resolve_client_address(peer, xff, settings.PORTAL_TRUSTED_PROXIES)
         query = _query(self.scope)
-        session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        kwargs = self.scope["url_route"]["kwargs"]
+        watch_id = kwargs.get("watch_id")
+        session_id = watch_id or kwargs.get("session_id", "")
+        screen = Screen(_int(query.get("width"), 1024, 320, 4096), _int(query.get("height"), 768, 240, 4096),
+                        _int(query.get("dpi"), 96, 48, 400))
 
         await self.accept("guacamole")
         await self.send(text_data=encode("", session_id if len(session_id) == 36 else "0" * 36))
+        if watch_id is not None:
+            await self._connect_watcher(watch_id, query.get("ticket", ""), screen)
+            return
         try:
             self.stream = await database_sync_to_async(broker.redeem_ticket)(
                 session_id, user, query.get("ticket", ""))
@@ -170,8 +188,6 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
                       groups.for_tier(self.stream.resource.tier_id)):
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.append(group)
-        screen = Screen(_int(query.get("width"), 1024, 320, 4096), _int(query.get("height"), 768, 240, 4096),
-                        _int(query.get("dpi"), 96, 48, 400))
         try:
             parameters = await database_sync_to_async(broker.handshake_parameters)(self.stream)
             self.guacd = await open_guacd(
@@ -185,13 +201,43 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         finally:
             parameters = None  # the target's credentials leave memory with the handshake
         await database_sync_to_async(broker.mark_live)(self.stream, self.guacd.connection_id)
+        await self._start()
+
+    async def _connect_watcher(self, watch_id: str, ticket: str, screen: Screen) -> None:
+        """Join the running guacd connection read-only; the target's credentials are not needed."""
+        try:
+            self.watch = await database_sync_to_async(broker.redeem_watch_ticket)(watch_id, self.user, ticket)
+        except broker.TicketError as exc:
+            await self._refuse(str(exc), Status.CLIENT_UNAUTHORIZED)
+            return
+        self.stream = self.watch.stream
+        self.obligations = {**self.stream.obligations, **_WATCHER_OBLIGATIONS}
+        # A kill of the watched session ends the view too; a lock of the admin is pushed to their group.
+        for group in (groups.for_watch(self.watch.pk), groups.for_session(self.stream.pk),
+                      groups.for_user(self.user.pk)):
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.append(group)
+        try:
+            self.guacd = await open_guacd(
+                settings.GUACD_HOST, settings.GUACD_PORT, join=self.stream.guacd_connection_id,
+                parameters={"read-only": "true"}, screen=screen)
+        except GuacdError as exc:
+            log.warning("desktop.watch_failed", watch=str(self.watch.pk), error=str(exc))
+            await self._end(EndReason.GUACD_ERROR, "The session could not be joined: it may have just ended.",
+                            by="portal")
+            return
+        await database_sync_to_async(broker.mark_watching)(self.watch, self.guacd.connection_id)
+        await self._start()
+
+    async def _start(self) -> None:
         now = time.monotonic()
         self.started = now
         self.last_input = now
         self.warned: set[str] = set()
         await self._notice("status", resource=self.stream.resource.name, tier=self.stream.tier_name,
                            ends_in=self._max_seconds(), idle_seconds=self._idle_seconds(),
-                           watermark=self._watermark(), read_only=bool(self.obligations.get("read_only")))
+                           watermark=self._watermark(), read_only=bool(self.obligations.get("read_only")),
+                           watching=self.stream.user.get_username() if self.watch else "")
         self.tasks = [asyncio.create_task(self._pump()), asyncio.create_task(self._watch())]
 
     async def _refuse(self, message: str, status: int) -> None:
@@ -237,6 +283,8 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
             return False
         if self.guacd is None:
             return False
+        if self.watch is not None:
+            return await self._from_watcher(ins)
         if op in ("key", "mouse", "touch"):
             if self.held_until is not None:
                 return False  # input is held until a fresh code is entered
@@ -273,6 +321,24 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
                     del self.transfers_in[stream]
                     await self._audit_transfer(transfer, "allowed")
         return True
+
+    async def _from_watcher(self, ins: Instruction) -> bool:
+        """A watcher's browser: flow control goes on to guacd; input is dropped and audited."""
+        op = ins.opcode
+        if op in _WATCHER_MAY_SEND:
+            return True
+        if op == "disconnect":
+            await self._end(EndReason.CLOSED, "You closed the view.", by=self.user.get_username())
+            return False
+        self.refused_input += 1
+        if op in STREAM_OPCODES:
+            stream = ins.args[1] if op == "put" else ins.args[0]
+            await self.send(text_data=encode("ack", stream, "This is a read-only view.",
+                                             Status.CLIENT_FORBIDDEN))
+        if op not in self.refused_opcodes:  # once per kind: mouse moves would drown the trail
+            self.refused_opcodes.add(op)
+            await self._audit("desktop.watch.input", "refused", {"watch": str(self.watch.pk), "opcode": op})
+        return False
 
     async def _open_in(self, stream: str, kind: str, direction: str, name: str) -> bool:
         if await self._control_allowed(kind, detail={"direction": direction, "name": name}):
@@ -396,7 +462,8 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
                 if self.ended:
                     return
             left = self.started + self._max_seconds() - now
-            idle_left = self.last_input + self._idle_seconds() - now
+            # A watcher sends no input by design: idleness is the watched user's, not theirs.
+            idle_left = self.last_input + self._idle_seconds() - now if self.watch is None else float("inf")
             if left <= 0:
                 await self._end(EndReason.MAX_DURATION, "The session reached the longest time this tier "
                                 "allows. Open the desktop again to go on.", by="portal")
@@ -418,6 +485,12 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
                 self.warned.discard("idle")
 
     async def _recheck(self) -> None:
+        if self.watch is not None:
+            verdict = await database_sync_to_async(reauthorize_watcher)(self.user.pk, self.session_key)
+            if verdict.outcome == "end":
+                await self._end(verdict.reason, verdict.message, by=self.pushed_by or "portal")
+            self.pushed_by = ""
+            return
         verdict: Verdict = await database_sync_to_async(reauthorize)(
             self.user.pk, self.session_key, self.client_address, self.stream.resource_id, self.obligations)
         if verdict.outcome == "end":
@@ -479,7 +552,11 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         if self.guacd is not None:
             await self.guacd.close()
         try:
-            if self.stream is not None:
+            if self.watch is not None:
+                await database_sync_to_async(broker.end_watch)(
+                    self.watch.pk, message, ended_by=by, refused_input=self.refused_input,
+                    bytes_to_browser=self.guacd.bytes_in if self.guacd else 0)
+            elif self.stream is not None:
                 # Written before the socket closes: whoever sees the close can rely on the record.
                 await database_sync_to_async(broker.end_session)(
                     self.stream.pk, reason, message, ended_by=by,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-__all__ = ["for_resource", "for_session", "for_tier", "for_user"]
+__all__ = ["for_resource", "for_session", "for_tier", "for_user", "for_watch"]
 
 
 def for_session(session_id: uuid.UUID | str) -> str:
@@ -21,3 +21,7 @@ def for_resource(resource_id: int) -> str:
 
 def for_tier(tier_id: int) -> str:
     return f"desktop.tier.{tier_id}"
+
+
+def for_watch(watch_id: uuid.UUID | str) -> str:
+    return f"desktop.watch.{watch_id}"

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-__all__ = ["EndReason", "StreamSession", "TargetCredential"]
+__all__ = ["EndReason", "StreamSession", "StreamWatch", "TargetCredential"]
 
 
 class EndReason(models.TextChoices):
@@ -70,6 +70,30 @@ class StreamSession(models.Model):
     @property
     def is_live(self) -> bool:
         return self.state == self.State.LIVE
+
+
+class StreamWatch(models.Model):
+    """An admin's read-only view of someone's live session: who watched, when, for how long."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    stream = models.ForeignKey(StreamSession, on_delete=models.PROTECT, related_name="watches")
+    watcher = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                related_name="stream_watches")
+    client_address = models.CharField(max_length=64, blank=True)
+    ticket_hash = models.CharField(max_length=64, blank=True,
+                                   help_text="SHA-256 of the one-time watch ticket; cleared when used.")
+    ticket_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_message = models.CharField(max_length=300, blank=True, help_text="What the watcher was told.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"watch {self.id} of {self.stream_id}"
 
 
 class TargetCredential(models.Model):

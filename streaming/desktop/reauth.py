@@ -17,7 +17,7 @@ from django_otp import DEVICE_ID_SESSION_KEY
 from streaming.desktop.access import decide_continue
 from streaming.desktop.models import EndReason
 
-__all__ = ["FIXED_OBLIGATIONS", "LIVE_OBLIGATIONS", "Verdict", "reauthorize"]
+__all__ = ["FIXED_OBLIGATIONS", "LIVE_OBLIGATIONS", "Verdict", "reauthorize", "reauthorize_watcher"]
 
 # Set in guacd at the handshake; a change needs a new session.
 FIXED_OBLIGATIONS = ("record", "read_only", "watermark")
@@ -65,3 +65,17 @@ def reauthorize(user_id: int, session_key: str, client_address: str, resource_id
                        + "). Open it again to go on under the new rules.")
     return Verdict("go_on", obligations={k: decision.obligations[k] for k in LIVE_OBLIGATIONS
                                          if k in decision.obligations})
+
+
+def reauthorize_watcher(user_id: int, session_key: str) -> Verdict:
+    """An admin's read-only view goes on while they are signed in and still manage sessions."""
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return Verdict("end", EndReason.REVOKED, "Your account is locked or no longer exists.")
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    if not (bool(session_key) and session.exists(session_key) and session.get(DEVICE_ID_SESSION_KEY)):
+        return Verdict("end", EndReason.SIGNED_OUT,
+                       "You signed out of the portal (or your sign-in expired), so the view closed.")
+    if not user.has_perm("accounts.manage_sessions"):
+        return Verdict("end", EndReason.REVOKED, "You may no longer watch live sessions.")
+    return Verdict("go_on")

@@ -1,4 +1,5 @@
-"""Desktop pages: open a session, step up inside it, and the admin's live sessions with kill.
+"""Desktop pages: open a session, step up inside it, and the admin's live sessions with kill
+and a read-only view.
 
 Views translate HTTP to :mod:`streaming.desktop.access` (the decision) and
 :mod:`streaming.desktop.broker` (the session's life), nothing more.
@@ -18,7 +19,7 @@ from portal.audit.chain import record_request
 from streaming.desktop import access, broker, groups
 from streaming.desktop.models import StreamSession
 
-__all__ = ["desktop_view", "kill_view", "live_sessions_view", "step_up_view"]
+__all__ = ["desktop_view", "kill_view", "live_sessions_view", "step_up_view", "watch_view"]
 
 
 @never_cache
@@ -87,3 +88,20 @@ def kill_view(request: HttpRequest, session_id: str) -> HttpResponse:
                                state=StreamSession.State.LIVE)
     broker.kill_session(stream, request.user, request.client_address)
     return redirect("desktop:live")
+
+
+@never_cache
+@permission_required("accounts.manage_sessions", raise_exception=True)
+@require_GET
+def watch_view(request: HttpRequest, session_id: str) -> HttpResponse:
+    """A read-only view of a live session: the page gets a one-time ticket bound to this admin."""
+    stream = get_object_or_404(StreamSession.objects.select_related("user", "resource__tier"), pk=session_id,
+                               state=StreamSession.State.LIVE)
+    if not stream.guacd_connection_id:
+        raise Http404("The session is not connected yet")
+    watch, ticket = broker.issue_watch(stream, request.user, request.client_address)
+    return render(request, "desktop/session.html", {
+        "resource": stream.resource, "stream": stream, "ticket": ticket, "watching": stream.user,
+        "obligations": {**stream.obligations, "read_only": True},
+        "tunnel_path": f"/ws/desktop/-/watch/{watch.pk}/",
+    })

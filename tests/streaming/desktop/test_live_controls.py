@@ -6,7 +6,9 @@ an admin's action or a signal sends them.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 from importlib import import_module
 from pathlib import Path
@@ -169,3 +171,96 @@ async def test_an_admin_locking_the_user_ends_the_session_naming_who_and_why(sig
                      .order_by("seq").values_list("action", "actor", "reasons")))()
     assert events[0][:2] == ("account.lock", "ada") and events[0][2][0]["message"] == "laptop reported stolen"
     assert events[-1][:2] == ("desktop.end", "ada")
+
+
+async def _tighten(tier, **fields) -> None:
+    def save() -> None:
+        for name, value in fields.items():
+            setattr(tier, name, value)
+        tier.save()
+    await database_sync_to_async(save)()
+
+
+async def test_an_idle_session_is_warned_then_ended_with_its_message(signed_in, vnc_resource, stream_tier,
+                                                                     settings):
+    settings.PORTAL_DESKTOP_WARN_SECONDS = 2
+    await _tighten(stream_tier, idle_seconds=3)
+    browser, page = await _live(signed_in, vnc_resource)
+    _op, args = await browser.until(lambda op, args: op == "portal" and args[0] == "warning", timeout=5)
+    assert "No input for a while" in json.loads(args[1])["message"]
+    _op, args = await browser.until(lambda op, args: op == "error", timeout=5)
+    assert args == ("The session was idle for too long and was closed.", str(0x020A))
+    await browser.until_closed()
+    row = await _ended_row(page.session_id)
+    assert (row.state, row.end_reason, row.ended_by) == ("ended", "idle", "portal")
+    assert row.end_message == args[0]
+    event = await database_sync_to_async(AuditEvent.objects.filter(action="desktop.end").get)()
+    assert event.outcome == "idle" and event.reasons[0]["message"] == args[0]
+
+
+async def test_input_keeps_an_idle_limited_session_open(signed_in, vnc_resource, stream_tier, settings):
+    settings.PORTAL_DESKTOP_WARN_SECONDS = 1
+    await _tighten(stream_tier, idle_seconds=3)
+    browser, page = await _live(signed_in, vnc_resource)
+    for step in range(6):  # 3 s of input, more than the idle limit
+        await browser.send(f"5.mouse,2.{10 + step},2.10,1.0;")
+        await asyncio.sleep(0.5)
+    await browser.send("0.,4.ping,1.9;")
+    await browser.until(lambda op, args: op == "" and args == ("ping", "9"))
+    assert (await _ended_row(page.session_id)).state == "live"
+    await browser.comm.disconnect()
+
+
+async def test_the_maximum_duration_ends_the_session_after_a_warning(signed_in, vnc_resource, stream_tier,
+                                                                     settings):
+    settings.PORTAL_DESKTOP_WARN_SECONDS = 2
+    await _tighten(stream_tier, session_max_seconds=3)
+    browser, page = await _live(signed_in, vnc_resource)
+    status = json.loads(browser.portal_notices("status")[0])
+    assert status["ends_in"] == 3
+    _op, args = await browser.until(lambda op, args: op == "portal" and args[0] == "warning", timeout=5)
+    assert "maximum duration" in json.loads(args[1])["message"]
+    await browser.send("5.mouse,2.10,2.10,1.0;")  # input does not extend a maximum
+    _op, args = await browser.until(lambda op, args: op == "error", timeout=5)
+    assert "longest time this tier allows" in args[0] and args[1] == str(0x020A)
+    await browser.until_closed()
+    row = await _ended_row(page.session_id)
+    assert (row.end_reason, row.ended_by) == ("max_duration", "portal")
+
+
+async def test_the_watermark_obligation_reaches_the_page_with_user_and_time(signed_in, vnc_resource,
+                                                                            stream_tier):
+    await _tighten(stream_tier, watermark=True)
+    browser, page = await _live(signed_in, vnc_resource)
+    mark = re.search(r'<div id="watermark"[^>]*>([^<]*)</div>', page.html)
+    assert mark is not None and re.fullmatch(r"erin · \d{4}-\d\d-\d\d \d\d:\d\d UTC", mark[1]), mark
+    status = json.loads(browser.portal_notices("status")[0])
+    assert status["watermark"].startswith("erin · ")
+    await browser.comm.disconnect()
+
+    await _tighten(stream_tier, watermark=False)
+    plain, page = await _live(signed_in, vnc_resource)
+    assert 'id="watermark"' not in page.html and json.loads(plain.portal_notices("status")[0])["watermark"] == ""
+    await plain.comm.disconnect()
+
+
+async def test_copy_out_of_a_tier_tightened_to_deny_is_refused_and_audited(signed_in, ssh_resource, stream_tier):
+    await _tighten(stream_tier, clipboard_out="allow")  # guacd sends copies; the relay is the check
+    browser, page = await _live(signed_in, ssh_resource)
+    await browser.until(lambda op, args: op == "blob", timeout=10)  # the prompt is drawn
+    await _tighten(stream_tier, clipboard_out="deny")  # pushed: applies to the live session at once
+    await asyncio.sleep(1.5)
+    # Select text in the terminal with the mouse: guacd copies the selection to the clipboard.
+    await browser.send("5.mouse,1.2,1.6,1.1;5.mouse,3.300,2.20,1.1;5.mouse,3.300,2.20,1.0;")
+    await browser.send("0.,4.ping,1.5;")
+    await browser.until(lambda op, args: op == "" and args == ("ping", "5"))
+    deadline = time.monotonic() + 5
+    while not await database_sync_to_async(AuditEvent.objects.filter(action="desktop.clipboard.out").exists)():
+        assert time.monotonic() < deadline, "no clipboard.out audit"
+        await browser.send("0.,4.ping,1.6;")
+        await browser.until(lambda op, args: op == "" and args == ("ping", "6"))
+    event = await database_sync_to_async(AuditEvent.objects.filter(action="desktop.clipboard.out").get)()
+    assert event.outcome == "denied" and event.detail["direction"] == "out" and event.actor == "erin"
+    assert all(op != "clipboard" for op, _ in browser.instructions)
+    assert (await _ended_row(page.session_id)).state == "live"
+    await browser.comm.disconnect()

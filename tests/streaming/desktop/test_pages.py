@@ -94,3 +94,22 @@ def test_readyz_names_guacd_when_it_is_down(client, settings):
 def test_readyz_is_ready_with_a_running_guacd(client, settings, guacd):
     settings.GUACD_HOST, settings.GUACD_PORT = guacd.host, guacd.port
     assert client.get("/readyz").json()["checks"]["guacd"] == "ok"
+
+
+@pytest.mark.parametrize("role, status", [("admin", 200), ("employee", 403), ("auditor", 403)])
+def test_only_admins_get_a_watch_ticket_for_a_live_session(role, status, desktop, employee):
+    live = StreamSession.objects.create(user=employee, resource=desktop, tier_name="high", state="live",
+                                        guacd_connection_id="$abc")
+    client, _ = signed_in_as(f"w-{role}", role)
+    response = client.get(f"/desktop/-/sessions/{live.pk}/watch/")
+    assert response.status_code == status
+    assert live.watches.exists() == (status == 200)
+
+
+def test_an_ended_or_unconnected_session_cannot_be_watched(desktop, employee):
+    ended = StreamSession.objects.create(user=employee, resource=desktop, tier_name="high", state="ended",
+                                         guacd_connection_id="$abc")
+    unconnected = StreamSession.objects.create(user=employee, resource=desktop, tier_name="high", state="live")
+    client, _ = signed_in_as("w-admin", "admin")
+    assert client.get(f"/desktop/-/sessions/{ended.pk}/watch/").status_code == 404
+    assert client.get(f"/desktop/-/sessions/{unconnected.pk}/watch/").status_code == 404
