@@ -16,23 +16,8 @@ from portal.audit import views
 from portal.audit.chain import record
 from portal.audit.exports import CSV_COLUMNS, ocsf_event
 from portal.audit.models import AuditEvent, ChainHead
-from tests.conftest import sign_in
-from tests.factories import UserFactory, enrol_totp
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def auditor(db):
-    user = UserFactory(username="audrey", role="auditor")
-    user.totp = enrol_totp(user)
-    return user
-
-
-@pytest.fixture
-def auditor_client(client, auditor):
-    sign_in(client, auditor)
-    return client
 
 
 @pytest.fixture

@@ -21,18 +21,12 @@ from portal.audit.recordings import (
 )
 from streaming.desktop.models import StreamSession
 from tests.conftest import sign_in
-from tests.factories import UserFactory, enrol_totp
+from tests.portal.audit.conftest import person
 from tiers.models import Resource, Tier
 
 pytestmark = pytest.mark.django_db
 
 CONTENT = b"4.size,1.0,4.1024,3.768;4.sync,1.0;" + bytes(range(256)) * 40  # 10 276 bytes
-
-
-def _user(role: str, username: str):
-    user = UserFactory(username=username, role=role)
-    user.totp = enrol_totp(user)
-    return user
 
 
 @pytest.fixture
@@ -55,12 +49,6 @@ def stream(db, employee, recordings) -> StreamSession:
         recording_sha256=hashlib.sha256(CONTENT).hexdigest())
     (recordings / str(session.pk)).write_bytes(CONTENT)
     return session
-
-
-@pytest.fixture
-def auditor_client(client, db):
-    sign_in(client, _user("auditor", "audrey"))
-    return client
 
 
 def body(response) -> bytes:
@@ -129,7 +117,7 @@ def test_the_stored_recording_path_is_not_what_is_served(auditor_client, stream,
 
 @pytest.mark.parametrize("role", ["employee", "admin"])
 def test_employees_and_admins_get_403_audited_on_every_recording_url(client, role, stream):
-    user = _user(role, f"someone-{role}")
+    user = person(role, f"someone-{role}")
     sign_in(client, user)
     for path in (f"/audit/recordings/{stream.pk}/", f"/audit/recordings/{stream.pk}/file",
                  f"/audit/recordings/{uuid.uuid4()}/", f"/audit/recordings/{uuid.uuid4()}/file",

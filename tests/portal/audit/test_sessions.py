@@ -24,29 +24,12 @@ from portal.audit.sessions import (
 from streaming.desktop.models import StreamSession
 from streaming.proxy.models import AccessRecord
 from tests.conftest import sign_in
-from tests.factories import UserFactory, enrol_totp
+from tests.portal.audit.conftest import person
 from tiers.models import Resource, Tier
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
-
-
-def _user(role: str, username: str):
-    user = UserFactory(username=username, role=role)
-    user.totp = enrol_totp(user)
-    return user
-
-
-@pytest.fixture
-def auditor(db):
-    return _user("auditor", "audrey")
-
-
-@pytest.fixture
-def auditor_client(client, auditor):
-    sign_in(client, auditor)
-    return client
 
 
 @pytest.fixture
@@ -136,7 +119,7 @@ def test_a_web_session_is_found_from_any_of_its_requests(db):
 def test_only_auditors_see_sessions_everyone_else_gets_403_audited(client, role, desktop, employee):
     stream = stream_session(employee, desktop)
     access = _access("erin", 0)
-    user = _user(role, f"someone-{role}")
+    user = person(role, f"someone-{role}")
     sign_in(client, user)
     for path in ("/audit/sessions/", f"/audit/sessions/desktop/{stream.pk}/", f"/audit/sessions/proxy/{access.pk}/"):
         response = client.get(path)
@@ -175,7 +158,7 @@ def test_the_log_lists_desktop_sessions_with_their_clipboard_and_file_events(aud
 
 
 def test_the_log_filters_by_user_resource_time_and_kind(auditor_client, desktop, employee):
-    bob = _user("employee", "bob")
+    bob = person("employee", "bob")
     mine = stream_session(employee, desktop, minutes_ago=30)
     stream_session(bob, desktop, minutes_ago=5)
     _access("erin", 0)

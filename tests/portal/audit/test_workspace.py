@@ -14,7 +14,7 @@ from portal.audit.models import AuditEvent, ChainVerification
 from portal.audit.search import AuditFilter, filter_events, search_page
 from portal.audit.tasks import verify_and_store
 from tests.conftest import sign_in
-from tests.factories import UserFactory, enrol_totp
+from tests.portal.audit.conftest import person
 
 pytestmark = pytest.mark.django_db
 
@@ -22,23 +22,6 @@ AUDIT_PAGES = [
     "/audit/", "/audit/events/", "/audit/events/1/", "/audit/export.csv", "/audit/export.jsonl",
     "/audit/export/manifest.json?format=csv&head=1",
 ]
-
-
-def _user(role: str, username: str):
-    user = UserFactory(username=username, role=role)
-    user.totp = enrol_totp(user)
-    return user
-
-
-@pytest.fixture
-def auditor(db):
-    return _user("auditor", "audrey")
-
-
-@pytest.fixture
-def auditor_client(client, auditor):
-    sign_in(client, auditor)
-    return client
 
 
 def tamper(seq: int, **values: str) -> None:
@@ -59,7 +42,7 @@ def tamper(seq: int, **values: str) -> None:
 @pytest.mark.parametrize("path", AUDIT_PAGES)
 @pytest.mark.parametrize("role", ["employee", "admin"])
 def test_only_auditors_get_in_everyone_else_gets_403_and_the_refusal_is_audited(client, role, path):
-    user = _user(role, f"someone-{role}")
+    user = person(role, f"someone-{role}")
     sign_in(client, user)
     response = client.get(path)
     assert response.status_code == 403
