@@ -247,6 +247,19 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
 
     # -- browser -> guacd ----------------------------------------------------------------
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Browser input goes straight to its handler.
+
+        Channels sweeps old database connections (a thread hop) before every message; relayed
+        input touches no database on the event loop (audits go through
+        ``database_sync_to_async``, which cleans up in its own thread), so for the hottest
+        message type that sweep is pure cost (docs/performance.md, "Desktop tunnel").
+        """
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.ended:
             return
