@@ -140,3 +140,42 @@ def test_locking_the_employee_ends_the_live_session_within_two_seconds(employee,
     assert session.end_reason == "revoked"
     event = AuditEvent.objects.filter(action="desktop.end").latest("seq")
     assert event.outcome == "revoked" and "locked" in event.reasons[0]["message"]
+
+
+def test_an_admin_watches_the_live_desktop_read_only_in_the_browser(employee, vnc_resource, browser_page,
+                                                                    live_portal):
+    from tests.factories import UserFactory, enrol_totp
+
+    admin = UserFactory(username="ada", role="admin")
+    admin.totp = enrol_totp(admin)
+    page = browser_page
+    sign_in_with_browser(page, live_portal.url, employee)
+    open_desktop(page, live_portal.url, vnc_resource.slug)
+
+    watcher_context = page.context.browser.new_context(ignore_https_errors=True,
+                                                       viewport={"width": 1100, "height": 800})
+    watcher = watcher_context.new_page()
+    sent: list[str] = []
+    watcher.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(
+        payload if isinstance(payload, str) else payload.decode("latin-1"))))
+    csp_violations: list[str] = []
+    watcher.on("console", lambda m: csp_violations.append(m.text)
+               if "Content Security Policy" in m.text else None)
+    sign_in_with_browser(watcher, live_portal.url, admin)
+    watcher.goto(f"{live_portal.url}/desktop/-/live/")
+    watcher.click("text=Watch")
+    wait_until(watcher, "document.body.dataset.clientState === '3'")
+    wait_until(watcher, f"({NON_BLANK_PIXELS})() > 500")
+    assert "read-only" in watcher.locator(".statusbar").inner_text()
+
+    watcher.mouse.click(300, 300)
+    watcher.keyboard.type("rm -rf /\n", delay=10)
+    watcher.wait_for_timeout(1000)
+    # The watch page sends no input at all (the tunnel would refuse and audit it anyway:
+    # test_watch.py drives that path at the protocol level).
+    assert not [f for f in sent if ".key," in f or ".mouse," in f or ".clipboard," in f]
+    assert AuditEvent.objects.filter(action="desktop.watch", outcome="start", actor="ada").exists()
+    assert StreamSession.objects.get(user=employee, state="live")  # the watched session goes on
+    assert page.locator("#state").inner_text() == "Connected"
+    assert csp_violations == []
+    watcher_context.close()
