@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from channels.db import database_sync_to_async
 from django.contrib.auth.models import Group
 from django.test import Client
 
@@ -140,7 +141,18 @@ class Browser:
         return [args[1] for op, args in self.instructions if op == "portal" and args and args[0] == kind]
 
 
-__all__ = ["BROWSER_LIMITS", "Browser", "OpenedPage", "communicator", "make_resource", "open_page"]
+__all__ = ["BROWSER_LIMITS", "Browser", "OpenedPage", "communicator", "make_resource", "open_live", "open_page"]
+
+
+async def open_live(client: Client, resource: Resource) -> tuple[Browser, OpenedPage]:
+    """Open the desktop page as ``client`` and connect its tunnel until guacd's first ``sync``."""
+    page = await database_sync_to_async(open_page)(client, resource.slug)
+    comm = communicator(page)
+    connected, _ = await comm.connect(timeout=10)
+    assert connected
+    browser = Browser(comm)
+    await browser.until(lambda op, args: op == "sync")
+    return browser, page
 
 
 @pytest.fixture

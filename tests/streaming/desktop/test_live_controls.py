@@ -23,7 +23,7 @@ from streaming.desktop.models import StreamSession
 from streaming.desktop.recordings import store_digest
 from tests.conftest import sign_in
 from tests.factories import UserFactory, totp_code
-from tests.streaming.desktop.conftest import Browser, communicator, open_page
+from tests.streaming.desktop.conftest import open_live
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -34,22 +34,12 @@ def signed_in(client, employee):
     return client
 
 
-async def _live(client, resource) -> tuple[Browser, object]:
-    page = await database_sync_to_async(open_page)(client, resource.slug)
-    comm = communicator(page)
-    connected, _ = await comm.connect(timeout=10)
-    assert connected
-    browser = Browser(comm)
-    await browser.until(lambda op, args: op == "sync")
-    return browser, page
-
-
 async def _ended_row(session_id: str) -> StreamSession:
     return await database_sync_to_async(StreamSession.objects.get)(pk=session_id)
 
 
 async def test_admin_kill_ends_the_session_within_two_seconds_and_is_audited(signed_in, vnc_resource):
-    browser, page = await _live(signed_in, vnc_resource)
+    browser, page = await open_live(signed_in, vnc_resource)
     admin = await database_sync_to_async(UserFactory)(username="ada", role="admin")
     stream = await database_sync_to_async(StreamSession.objects.select_related("user", "resource").get)(
         pk=page.session_id)
@@ -68,7 +58,7 @@ async def test_admin_kill_ends_the_session_within_two_seconds_and_is_audited(sig
 
 
 async def test_a_revoked_grant_of_the_resource_ends_the_session_at_once(signed_in, vnc_resource):
-    browser, page = await _live(signed_in, vnc_resource)
+    browser, page = await open_live(signed_in, vnc_resource)
 
     def unshare() -> None:
         vnc_resource.allowed_groups.clear()  # the m2m signal pushes a re-check
@@ -84,7 +74,7 @@ async def test_a_revoked_grant_of_the_resource_ends_the_session_at_once(signed_i
 
 
 async def test_signing_out_elsewhere_ends_the_session(signed_in, vnc_resource, employee):
-    browser, _page = await _live(signed_in, vnc_resource)
+    browser, _page = await open_live(signed_in, vnc_resource)
     await database_sync_to_async(lambda: signed_in.post("/accounts/logout/"))()
     _op, args = await browser.until(lambda op, args: op == "error", timeout=2)
     assert "signed out" in args[0]
@@ -92,7 +82,7 @@ async def test_signing_out_elsewhere_ends_the_session(signed_in, vnc_resource, e
 
 async def test_stale_mfa_holds_input_until_a_fresh_code_then_the_session_goes_on(signed_in, vnc_resource,
                                                                                  employee):
-    browser, page = await _live(signed_in, vnc_resource)
+    browser, page = await open_live(signed_in, vnc_resource)
 
     def age_mfa() -> None:
         session = import_module(settings.SESSION_ENGINE).SessionStore(page.cookie)
@@ -118,7 +108,7 @@ async def test_stale_mfa_holds_input_until_a_fresh_code_then_the_session_goes_on
 
 async def test_paste_into_a_deny_tier_is_refused_and_audited_without_ending_the_session(signed_in,
                                                                                         vnc_resource):
-    browser, page = await _live(signed_in, vnc_resource)
+    browser, page = await open_live(signed_in, vnc_resource)
     await browser.send("9.clipboard,1.0,10.text/plain;")
     _op, args = await browser.until(lambda op, args: op == "ack" and args[0] == "0", timeout=3)
     assert args[2] == str(0x0303) and "not allowed" in args[1]
@@ -134,7 +124,7 @@ async def test_paste_into_a_deny_tier_is_refused_and_audited_without_ending_the_
 
 async def test_a_recording_tier_leaves_a_recording_with_its_digest_in_the_chain(signed_in, vnc_resource,
                                                                                desktop_settings):
-    browser, page = await _live(signed_in, vnc_resource)
+    browser, page = await open_live(signed_in, vnc_resource)
     await browser.send("5.mouse,3.100,3.100,1.0;")
     await browser.send("10.disconnect;")
     await browser.until_closed()
@@ -158,7 +148,7 @@ async def test_a_recording_tier_leaves_a_recording_with_its_digest_in_the_chain(
 async def test_an_admin_locking_the_user_ends_the_session_naming_who_and_why(signed_in, vnc_resource, employee):
     from portal.accounts.lockout import lock_user
 
-    browser, page = await _live(signed_in, vnc_resource)
+    browser, page = await open_live(signed_in, vnc_resource)
     started = time.monotonic()
     await database_sync_to_async(lock_user)(employee, by="ada", reason="laptop reported stolen")
     await browser.until(lambda op, args: op == "error", timeout=2)
@@ -185,7 +175,7 @@ async def test_an_idle_session_is_warned_then_ended_with_its_message(signed_in, 
                                                                      settings):
     settings.PORTAL_DESKTOP_WARN_SECONDS = 2
     await _tighten(stream_tier, idle_seconds=3)
-    browser, page = await _live(signed_in, vnc_resource)
+    browser, page = await open_live(signed_in, vnc_resource)
     _op, args = await browser.until(lambda op, args: op == "portal" and args[0] == "warning", timeout=5)
     assert "No input for a while" in json.loads(args[1])["message"]
     _op, args = await browser.until(lambda op, args: op == "error", timeout=5)
@@ -201,7 +191,7 @@ async def test_an_idle_session_is_warned_then_ended_with_its_message(signed_in, 
 async def test_input_keeps_an_idle_limited_session_open(signed_in, vnc_resource, stream_tier, settings):
     settings.PORTAL_DESKTOP_WARN_SECONDS = 1
     await _tighten(stream_tier, idle_seconds=3)
-    browser, page = await _live(signed_in, vnc_resource)
+    browser, page = await open_live(signed_in, vnc_resource)
     for step in range(6):  # 3 s of input, more than the idle limit
         await browser.send(f"5.mouse,2.{10 + step},2.10,1.0;")
         await asyncio.sleep(0.5)
@@ -215,7 +205,7 @@ async def test_the_maximum_duration_ends_the_session_after_a_warning(signed_in, 
                                                                      settings):
     settings.PORTAL_DESKTOP_WARN_SECONDS = 2
     await _tighten(stream_tier, session_max_seconds=3)
-    browser, page = await _live(signed_in, vnc_resource)
+    browser, page = await open_live(signed_in, vnc_resource)
     status = json.loads(browser.portal_notices("status")[0])
     assert status["ends_in"] == 3
     _op, args = await browser.until(lambda op, args: op == "portal" and args[0] == "warning", timeout=5)
@@ -231,7 +221,7 @@ async def test_the_maximum_duration_ends_the_session_after_a_warning(signed_in, 
 async def test_the_watermark_obligation_reaches_the_page_with_user_and_time(signed_in, vnc_resource,
                                                                             stream_tier):
     await _tighten(stream_tier, watermark=True)
-    browser, page = await _live(signed_in, vnc_resource)
+    browser, page = await open_live(signed_in, vnc_resource)
     mark = re.search(r'<div id="watermark"[^>]*>([^<]*)</div>', page.html)
     assert mark is not None and re.fullmatch(r"erin · \d{4}-\d\d-\d\d \d\d:\d\d UTC", mark[1]), mark
     status = json.loads(browser.portal_notices("status")[0])
@@ -239,14 +229,14 @@ async def test_the_watermark_obligation_reaches_the_page_with_user_and_time(sign
     await browser.comm.disconnect()
 
     await _tighten(stream_tier, watermark=False)
-    plain, page = await _live(signed_in, vnc_resource)
+    plain, page = await open_live(signed_in, vnc_resource)
     assert 'id="watermark"' not in page.html and json.loads(plain.portal_notices("status")[0])["watermark"] == ""
     await plain.comm.disconnect()
 
 
 async def test_copy_out_of_a_tier_tightened_to_deny_is_refused_and_audited(signed_in, ssh_resource, stream_tier):
     await _tighten(stream_tier, clipboard_out="allow")  # guacd sends copies; the relay is the check
-    browser, page = await _live(signed_in, ssh_resource)
+    browser, page = await open_live(signed_in, ssh_resource)
     await browser.until(lambda op, args: op == "blob", timeout=10)  # the prompt is drawn
     await _tighten(stream_tier, clipboard_out="deny")  # pushed: applies to the live session at once
     await asyncio.sleep(1.5)

@@ -18,7 +18,7 @@ from streaming.desktop import broker
 from streaming.desktop.models import StreamSession, StreamWatch
 from tests.conftest import https_client, sign_in
 from tests.factories import UserFactory, enrol_totp
-from tests.streaming.desktop.conftest import Browser, communicator, open_page
+from tests.streaming.desktop.conftest import Browser, open_live
 from tests.streaming.desktop.wsclient import WebsocketCommunicator
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -36,16 +36,6 @@ def _admin_client(username: str = "ada", role: str = "admin"):
     client = https_client()
     sign_in(client, user)
     return client
-
-
-async def _live(client, resource) -> tuple[Browser, object]:
-    page = await database_sync_to_async(open_page)(client, resource.slug)
-    comm = communicator(page)
-    connected, _ = await comm.connect(timeout=10)
-    assert connected
-    browser = Browser(comm)
-    await browser.until(lambda op, args: op == "sync")
-    return browser, page
 
 
 def _watch_page(admin, session_id: str) -> tuple[str, str, str]:
@@ -69,7 +59,7 @@ async def _events(action: str) -> list[AuditEvent]:
 
 async def test_an_admin_watches_a_live_session_read_only_and_the_user_keeps_working(signed_in, vnc_resource,
                                                                                    vnc_target):
-    target, page = await _live(signed_in, vnc_resource)
+    target, page = await open_live(signed_in, vnc_resource)
     admin = await database_sync_to_async(_admin_client)()
     live = await database_sync_to_async(lambda: admin.get("/desktop/-/live/").content.decode())()
     assert f"/desktop/-/sessions/{page.session_id}/watch/" in live
@@ -121,7 +111,7 @@ async def test_an_admin_watches_a_live_session_read_only_and_the_user_keeps_work
 
 
 async def test_an_employee_cannot_watch_or_use_an_admins_watch_ticket(signed_in, vnc_resource):
-    target, page = await _live(signed_in, vnc_resource)
+    target, page = await open_live(signed_in, vnc_resource)
     response = await database_sync_to_async(lambda: signed_in.get(f"/desktop/-/sessions/{page.session_id}/watch/"))()
     assert response.status_code == 403
     admin = await database_sync_to_async(_admin_client)()
@@ -140,7 +130,7 @@ async def test_an_employee_cannot_watch_or_use_an_admins_watch_ticket(signed_in,
 
 
 async def test_killing_the_watched_session_ends_the_view_too(signed_in, vnc_resource):
-    target, page = await _live(signed_in, vnc_resource)
+    target, page = await open_live(signed_in, vnc_resource)
     admin = await database_sync_to_async(_admin_client)()
     tunnel, ticket, _html = await database_sync_to_async(_watch_page)(admin, page.session_id)
     comm = _watcher(tunnel, ticket, admin.cookies["sessionid"].value)
