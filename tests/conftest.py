@@ -91,3 +91,24 @@ def sign_in(client: Client, user, *, with_mfa: bool = True) -> None:
 def signed_in_employee(client, employee):
     sign_in(client, employee)
     return employee
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    """Debian's Chromium, driven by Playwright (fails in CI when missing, like every component)."""
+    require(os.path.exists(CHROMIUM), "Debian's chromium at /usr/bin/chromium")
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
+    # between page actions are still plain synchronous calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.conftest import require
 from tests.server import run_portal
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
 
 
 @pytest.fixture
@@ -22,17 +14,8 @@ def portal_url(transactional_db):
 
 
 @pytest.fixture
-def browser(monkeypatch):
-    require(os.path.exists(CHROMIUM), "Debian's chromium at /usr/bin/chromium")
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
-    # between page actions are still plain synchronous calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+def browser(chromium):
+    return chromium
 
 
 @pytest.fixture

@@ -20,10 +20,9 @@ from django.conf import settings as django_settings
 from portal.audit.models import AuditEvent
 from streaming.desktop.models import StreamSession
 from streaming.desktop.vault import TargetSecret
-from tests.conftest import require_binary
 from tests.factories import UserFactory, enrol_totp
 from tests.streaming.desktop.conftest import make_resource
-from tests.streaming.desktop.test_e2e_chromium import CHROMIUM_ARGS, sign_in_with_browser, wait_until
+from tests.streaming.desktop.test_e2e_chromium import sign_in_with_browser, wait_until
 from tiers.models import Tier
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
@@ -49,18 +48,6 @@ def recorded_desktop(settings, guacd, vnc_target, tmp_path):
     tier = Tier.objects.create(name="high", rank=20, access_mode="stream", mfa_read=900, mfa_write=900,
                                mfa_sensitive=300, recording=True, reauth_interval_seconds=30)
     return make_resource("ops-desktop", "vnc", vnc_target.upstream, tier, TargetSecret(password=vnc_target.password))
-
-
-@pytest.fixture
-def chromium(live_portal, monkeypatch):
-    require_binary("chromium")
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop runs in this thread
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def new_page(browser, violations: list[str]):

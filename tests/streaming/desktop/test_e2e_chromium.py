@@ -15,13 +15,9 @@ import pytest
 
 from portal.audit.models import AuditEvent
 from streaming.desktop.models import StreamSession
-from tests.conftest import require_binary
 from tests.factories import PASSWORD, totp_code
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 # Counts canvas pixels that differ from the first one, across the display's layers.
 NON_BLANK_PIXELS = """() => {
@@ -37,27 +33,18 @@ NON_BLANK_PIXELS = """() => {
 
 
 @pytest.fixture
-def browser_page(live_portal, monkeypatch):
-    require_binary("chromium")
-    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls
-    # are still plain synchronous code (Django's documented setting for Playwright tests).
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1100, "height": 800})
-        page = context.new_page()
-        page.received = []  # every WebSocket frame and HTTP body the browser got
-        page.csp_violations = []
-        page.on("console", lambda m: page.csp_violations.append(m.text)
-                if "Content Security Policy" in m.text else None)
-        page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: page.received.append(
-            payload if isinstance(payload, str) else payload.decode("latin-1"))))
-        page.on("response", lambda response: keep_body(page, response))
-        yield page
-        context.close()
-        browser.close()
+def browser_page(live_portal, chromium):
+    context = chromium.new_context(ignore_https_errors=True, viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.received = []  # every WebSocket frame and HTTP body the browser got
+    page.csp_violations = []
+    page.on("console", lambda m: page.csp_violations.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: page.received.append(
+        payload if isinstance(payload, str) else payload.decode("latin-1"))))
+    page.on("response", lambda response: keep_body(page, response))
+    yield page
+    context.close()
 
 
 def keep_body(page, response) -> None:

@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import httpx
 import pytest
 
-from tests.conftest import require
 from tests.factories import PASSWORD, UserFactory, enrol_totp, totp_code
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture
-def chromium(monkeypatch):
-    require(os.path.exists(CHROMIUM), "Chromium at /usr/bin/chromium")
-    # Playwright's sync API keeps an event loop on this thread; the ORM calls the test makes
-    # in between are still plain synchronous calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
 
 def _sign_in(page, base: str, user, *, step: int = 0) -> None:
     page.goto(f"{base}/accounts/login/")
