@@ -65,3 +65,14 @@ def test_targets_file_points_resources_at_the_running_targets_and_fills_the_vaul
     login = secret_for(ssh.pk)
     assert (login.username, login.password) == ("portal-demo", "s3cret-ssh")
     assert secret_for(Resource.objects.get(slug="ops-desktop").pk).password == "vncpass1"
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_a_bad_targets_file_is_a_clear_error_and_changes_nothing(tmp_path, content):
+    from django.core.management.base import CommandError
+
+    targets = tmp_path / "services.json"
+    targets.write_text(content)
+    with pytest.raises(CommandError, match="--targets"):
+        seed("--targets", str(targets))
+    assert not Resource.objects.exists()

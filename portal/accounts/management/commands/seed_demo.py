@@ -9,7 +9,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -46,7 +46,12 @@ def _seed_resources(base_url: str, targets_file: str | None) -> list[dict[str, s
         # The running demo's services, when there are any, so a re-seed keeps pointing at them.
         running = Path(settings.VAR_DIR) / "demo" / "services.json"
         targets_file = str(running) if running.exists() else None
-    targets = json.loads(Path(targets_file).read_text()) if targets_file else {}
+    try:
+        targets = json.loads(Path(targets_file).read_text()) if targets_file else {}
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"--targets {targets_file}: not a readable JSON file ({exc})") from exc
+    if not isinstance(targets, dict):
+        raise CommandError(f"--targets {targets_file}: expected a JSON object of targets")
     resources = seed_demo_catalog(targets)
     for r in resources:
         r["url"] = base_url.rstrip("/") + r["url"]
