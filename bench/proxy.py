@@ -1,6 +1,7 @@
 """Direct vs nginx vs portal: the identity-aware proxy's cost, in one run, same concurrency.
 
     .venv/bin/python bench/proxy.py [--upstream echo|datasette] [--connections 16] [--seconds 10]
+                                    [--workers 1]
 
 Starts the upstream, nginx (config generated in a temp dir) and the portal (uvicorn, one
 worker, behind-a-TLS-balancer mode: plain HTTP from 127.0.0.1 trusted for X-Forwarded-Proto),
@@ -146,7 +147,12 @@ def main() -> None:
     parser.add_argument("--upstream", choices=["echo", "datasette"], default="datasette")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="portal (uvicorn) worker processes; more than one needs REDIS_URL")
     args = parser.parse_args()
+    if args.workers > 1 and not os.environ.get("REDIS_URL"):
+        raise SystemExit("--workers > 1 needs REDIS_URL: worker processes share sessions and hear "
+                         "each other's invalidations through Redis")
     for program in ("wrk", "nginx"):
         if not (shutil.which(program) or Path(f"/usr/sbin/{program}").exists()):
             raise SystemExit(f"{program} is not installed")
@@ -184,7 +190,8 @@ def main() -> None:
         env = {**os.environ, "PORTAL_TRUSTED_PROXIES": "127.0.0.1/32"}
         procs.append(subprocess.Popen(
             [py, "-m", "uvicorn", "portal.asgi:application", "--port", str(portal_port), "--log-level",
-             "warning", "--no-access-log", "--no-proxy-headers", "--no-server-header"],
+             "warning", "--no-access-log", "--no-proxy-headers", "--no-server-header",
+             "--workers", str(args.workers)],
             cwd=ROOT, env=env))
         portal_headers = {"Cookie": f"sessionid={session_key}", "X-Forwarded-Proto": "https"}
         _wait(f"http://127.0.0.1:{nginx_port}{base}")
@@ -215,7 +222,9 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"upstream={args.upstream} connections={args.connections} seconds={args.seconds} "
-          f"cores={os.cpu_count()} db={os.environ['DATABASE_URL'].split(':', 1)[0]}")
+          f"portal workers={args.workers} cores={os.cpu_count()} "
+          f"db={os.environ['DATABASE_URL'].split(':', 1)[0]} "
+          f"redis={'yes' if os.environ.get('REDIS_URL') else 'no'}")
     print(f"{'target':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} | "
           f"{'1-conn req/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
     for name, r in results.items():

@@ -300,4 +300,7 @@ PORTAL_PROXY_WS_RECHECK_SECONDS = 30  # a proxied WebSocket is decided again thi
 PORTAL_PROXY_WS_STALL_SECONDS = PORTAL_PROXY_READ_TIMEOUT  # a side that takes nothing this long: close
 PORTAL_PROXY_WS_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 PORTAL_PROXY_WS_QUEUE = 8  # messages buffered each way (backpressure beyond, never a drop)
-PORTAL_PROXY_CATALOG_CACHE_SECONDS = 2.0  # resource rows per process; saves here clear it at once
+PORTAL_PROXY_CATALOG_CACHE_SECONDS = 5.0  # resource rows per process; changes are pushed to every process
+# A session's user, groups, device and MFA time, kept per process after an allow; every change to
+# them is pushed to every process (docs/decisions/0011), this only bounds a lost message. 0 = off.
+PORTAL_PROXY_ADMISSION_CACHE_SECONDS = 5.0

@@ -35,7 +35,9 @@ __all__ = [
     "CHALLENGE_TTL_SECONDS",
     "classify",
     "gather",
+    "needs_lookups",
     "resolve_zone",
+    "resolve_zone_in_memory",
     "resource_info",
     "session_hash",
     "subject_for",
@@ -82,10 +84,18 @@ class _ZoneTable:
         self._loaded = 0.0
 
     def get(self) -> list[tuple[NetworkZone, list[Any]]]:
-        if self._zones is None or time.monotonic() - self._loaded > self.ttl:
-            self._zones = [(z, z.networks()) for z in NetworkZone.objects.all()]
-            self._loaded = time.monotonic()
-        return self._zones
+        zones = self.peek()
+        if zones is None:
+            zones = [(z, z.networks()) for z in NetworkZone.objects.all()]
+            self._zones, self._loaded = zones, time.monotonic()
+        return zones
+
+    def peek(self) -> list[tuple[NetworkZone, list[Any]]] | None:
+        """The table if it is in memory and fresh, else None (never reads the database)."""
+        zones = self._zones
+        if zones is None or time.monotonic() - self._loaded > self.ttl:
+            return None
+        return zones
 
     def clear(self, **kwargs: Any) -> None:
         self._zones = None
@@ -102,8 +112,24 @@ def resolve_zone(address: str, zones: list[NetworkZone] | None = None) -> ZoneIn
         ip = ipaddress.ip_address(address)
     except ValueError:
         return ZoneInfo(address=address)
-    best: tuple[int, NetworkZone] | None = None
     table = [(z, z.networks()) for z in zones] if zones is not None else zone_table.get()
+    return _zone_of(ip, address, table)
+
+
+def resolve_zone_in_memory(address: str) -> ZoneInfo | None:
+    """:func:`resolve_zone` from the zone table in memory; None when it must be read again."""
+    table = zone_table.peek()
+    if table is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ZoneInfo(address=address)
+    return _zone_of(ip, address, table)
+
+
+def _zone_of(ip: Any, address: str, table: list[tuple[NetworkZone, list[Any]]]) -> ZoneInfo:
+    best: tuple[int, NetworkZone] | None = None
     for zone, networks in table:
         for net in networks:
             if ip.version == net.version and ip in net and (best is None or net.prefixlen > best[0]):
@@ -172,6 +198,13 @@ def _one_time_mfa_waiting(user: AbstractBaseUser, session_key: str | None, resou
     ).exists()
 
 
+def needs_lookups(tier: TierPolicy, action_class: ActionClass) -> bool:
+    """Whether deciding ``action_class`` under ``tier`` needs more than the subject, zone and
+    resource: an approval grant or a one-time MFA confirmation, both read from the database.
+    Enforcement points that decide from memory send such requests the full way."""
+    return tier.approval_required or tier.mfa_freshness(action_class) == 0
+
+
 def gather(user: AbstractBaseUser, session: Any, client_address: str, resource: Resource,
            action: Action, *, device: DeviceInfo | None = None, now: float | None = None,
            groups: frozenset[str] | None = None) -> DecisionInput:
@@ -184,6 +217,7 @@ def gather(user: AbstractBaseUser, session: Any, client_address: str, resource: 
     now = time.time() if now is None else now
     info = resource_info(resource)
     per_action = info.tier.mfa_freshness(action.action_class) == 0
+    # keep in step with needs_lookups(): it says when these look-ups may be skipped
     return DecisionInput(
         subject=subject_for(user, session, now, groups),
         device=device or DeviceInfo(),

@@ -19,9 +19,9 @@ from portal.metrics import DECISION_SECONDS, DECISIONS
 from tiers.context import CHALLENGE_TTL_SECONDS, classify, gather, session_hash
 from tiers.decision import decide
 from tiers.models import ActionChallenge, Resource
-from tiers.types import Action, Decision, DeviceInfo, Outcome, Reason
+from tiers.types import Action, Decision, DecisionInput, DeviceInfo, Outcome, Reason
 
-__all__ = ["authorize", "classify", "load_resource", "step_up_url", "verify_challenge"]
+__all__ = ["authorize", "classify", "decide_in_memory", "load_resource", "step_up_url", "verify_challenge"]
 
 
 def load_resource(slug: str) -> Resource | None:
@@ -74,6 +74,20 @@ def authorize(user: AbstractBaseUser, session: Any, client_address: str, resourc
                request_id=request_id,
                detail={"action": action.kind, "class": str(action.action_class),
                        "method": action.method, "path": action.path, "tier": inp.resource.tier.name})
+    return decision
+
+
+def decide_in_memory(inp: DecisionInput) -> Decision:
+    """:func:`tiers.decision.decide` with the metrics, for an enforcement point that gathered
+    ``inp`` from its own memory (the proxy's admission cache). It must not need look-ups
+    (:func:`tiers.context.needs_lookups`), and any outcome but an allow must be decided
+    again through :func:`authorize`, which audits it."""
+    started = time.perf_counter()
+    decision = decide(inp)
+    if decision.allowed:  # anything else is counted when authorize() decides it again
+        DECISION_SECONDS.observe(time.perf_counter() - started)
+        DECISIONS.labels(outcome=str(decision.outcome), tier=inp.resource.tier.name,
+                         action=inp.action.kind).inc()
     return decision
 
 

@@ -9,7 +9,7 @@ response or a forwarded request. No policy ``if`` lives here: the outcome comes 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any
@@ -26,14 +26,15 @@ from django_otp.middleware import OTPMiddleware
 from portal.accounts.mfa import MFA_TIME_KEY
 from portal.audit.chain import record
 from streaming.proxy import pending
+from streaming.proxy.admission_cache import admission_cache
 from streaming.proxy.assertion import Identity, KeyRing, assertion_claims, sign_assertion
 from streaming.proxy.ratelimit import limiter
-from tiers.context import user_groups
-from tiers.enforcement import authorize, classify, load_resource, step_up_url
+from tiers.context import needs_lookups, resolve_zone_in_memory, resource_info, user_groups, zone_table
+from tiers.enforcement import authorize, classify, decide_in_memory, load_resource, step_up_url
 from tiers.models import ActionRule, NetworkZone, Resource, Tier
-from tiers.types import Action, Decision, Outcome, Reason
+from tiers.types import Action, Decision, DecisionInput, DeviceInfo, Outcome, Reason, ResourceInfo, Subject
 
-__all__ = ["Admission", "GateRequest", "Verdict", "admit", "hold_for_step_up", "keyring"]
+__all__ = ["Admission", "GateRequest", "Verdict", "admit", "admit_from_memory", "hold_for_step_up", "keyring"]
 
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _OTP = OTPMiddleware(lambda request: None)  # its device check, without the middleware chain
@@ -91,31 +92,40 @@ class Admission:
     assertion: str = ""
     held: pending.HeldRequest | None = None
     hold_body: bool = False
+    # (bucket key, rate per minute): a token the caller still has to take (answers from memory)
+    bucket: tuple[str, int] | None = None
     # what hold_for_step_up needs to bind the held request to the same decision
     context: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 class _CatalogCache:
-    """Resources as :func:`load_resource` returns them, kept ``ttl`` seconds per process.
+    """Resources as :func:`load_resource` returns them (with their decision view), kept
+    ``ttl`` seconds per process.
 
-    Catalog rows change rarely and the same resource is read on every request; user state
-    (session, lock, groups, MFA age, one-time grants) is never cached. Saves in this process
-    clear the cache at once; other replicas see a change within ``ttl``.
+    Catalog rows change rarely and the same resource is read on every request. A change in
+    any process clears every process's copy at once (pushed through the admission cache's
+    group); ``ttl`` bounds a lost message.
     """
 
     def __init__(self) -> None:
-        self._rows: dict[str, tuple[float, Any]] = {}
+        self._rows: dict[str, tuple[float, Any, ResourceInfo | None]] = {}
 
     def get(self, slug: str) -> Any:
-        ttl = settings.PORTAL_PROXY_CATALOG_CACHE_SECONDS
-        now = time.monotonic()
-        hit = self._rows.get(slug)
-        if hit is not None and now - hit[0] < ttl:
-            return hit[1]
+        hit = self.peek(slug)
+        if hit is not None:
+            return hit[0]
         resource = load_resource(slug)
-        if ttl > 0:
-            self._rows[slug] = (now, resource)
+        if settings.PORTAL_PROXY_CATALOG_CACHE_SECONDS > 0:
+            info = resource_info(resource) if resource is not None else None
+            self._rows[slug] = (time.monotonic(), resource, info)
         return resource
+
+    def peek(self, slug: str) -> tuple[Any, ResourceInfo | None] | None:
+        """(resource, its decision view) if fresh in memory, else None; never reads the database."""
+        hit = self._rows.get(slug)
+        if hit is None or time.monotonic() - hit[0] >= settings.PORTAL_PROXY_CATALOG_CACHE_SECONDS:
+            return None
+        return hit[1], hit[2]
 
     def clear(self, **kwargs: Any) -> None:
         self._rows = {}
@@ -126,6 +136,8 @@ for _model in (Resource, Tier, ActionRule, NetworkZone):
     post_save.connect(catalog_cache.clear, sender=_model, dispatch_uid=f"proxy-catalog-{_model.__name__}")
     post_delete.connect(catalog_cache.clear, sender=_model, dispatch_uid=f"proxy-catalog-d-{_model.__name__}")
 m2m_changed.connect(catalog_cache.clear, dispatch_uid="proxy-catalog-m2m")
+admission_cache.on_catalog_change(catalog_cache.clear)
+admission_cache.on_catalog_change(zone_table.clear)
 
 
 def _session(session_key: str | None) -> Any:
@@ -173,8 +185,47 @@ def _audit(kind: str, outcome: str, req: GateRequest, actor: str, decision: Deci
            request_id=req.request_id, detail={"method": req.method, "path": req.path, **detail})
 
 
+def admit_from_memory(req: GateRequest) -> Admission | None:
+    """The allow of a request decided from memory, or None: then :func:`admit` decides it.
+
+    Runs on the event loop, so it never touches the database: the session's facts come from
+    the admission cache, the resource and zones from their in-memory tables. The decision is
+    the same function with the same inputs, made for this request at this time (MFA age
+    included); only an allow is answered here, with its own fresh assertion.
+    """
+    if req.replay_token is not None:
+        return None
+    snapshot = admission_cache.get(req.session_key)
+    cached = catalog_cache.peek(req.slug) if snapshot is not None else None
+    if snapshot is None or cached is None or cached[1] is None:
+        return None
+    resource, info = cached
+    if info.kind != "web":
+        return None
+    action = Action("http", classify(resource, req.method, req.path), req.method, req.path)
+    zone = resolve_zone_in_memory(req.client_address)
+    if zone is None or needs_lookups(info.tier, action.action_class):
+        return None
+    now = time.time()
+    identity = snapshot.identity
+    subject = Subject(username=identity.username, groups=snapshot.groups, is_active=True,
+                      mfa_age=None if snapshot.mfa_time is None else max(0.0, now - snapshot.mfa_time))
+    decision = decide_in_memory(DecisionInput(subject=subject, device=DeviceInfo(), zone=zone,
+                                              resource=info, action=action, now=now))
+    if decision.outcome is not Outcome.ALLOW:
+        return None
+    claims = assertion_claims(replace(identity, tier=info.tier.name), issuer=req.issuer,
+                              audience=resource.slug, now=now,
+                              lifetime=settings.PORTAL_ASSERTION_LIFETIME)
+    rate = decision.obligations.get("rate_limit_per_minute")
+    return Admission(Verdict.ALLOW, actor=identity.username, upstream=resource.upstream,
+                     assertion=sign_assertion(keyring().active(), claims), resource_name=resource.name,
+                     bucket=(f"{snapshot.user_id}:{resource.slug}", int(rate)) if rate else None)
+
+
 def admit(req: GateRequest) -> Admission:
     """Decide one request to ``/apps/<slug>/...`` before any byte of it reaches the app."""
+    ticket = admission_cache.ticket()  # before reading anything: see AdmissionCache.put
     session = _session(req.session_key)
     user, verified = _session_user(session)
     if user is None:
@@ -226,7 +277,12 @@ def admit(req: GateRequest) -> Admission:
                replayed_path=held.path)
 
     tier = resource.tier.name
-    claims = assertion_claims(_identity(user, session, tier, groups), issuer=req.issuer,
+    identity = _identity(user, session, tier, groups)
+    if held is None and req.session_key:
+        mfa_time = session.get(MFA_TIME_KEY)
+        admission_cache.put(req.session_key, ticket, user_id=user.pk, identity=replace(identity, tier=""),
+                            groups=groups, mfa_time=float(mfa_time) if mfa_time is not None else None)
+    claims = assertion_claims(identity, issuer=req.issuer,
                               audience=resource.slug, now=time.time(),
                               lifetime=settings.PORTAL_ASSERTION_LIFETIME)
     return Admission(Verdict.ALLOW, actor=actor, upstream=resource.upstream,

@@ -20,17 +20,19 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import httpx
+import aiohttp
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 from django.template.loader import render_to_string
+from multidict import CIMultiDict
 
 from portal.health import DEPENDENCY_ERRORS
 from portal.network import is_trusted, resolve_client_address
 from streaming.proxy import pending
-from streaming.proxy.access import Admission, GateRequest, Verdict, admit, hold_for_step_up
+from streaming.proxy.access import Admission, GateRequest, Verdict, admit, admit_from_memory, hold_for_step_up
+from streaming.proxy.admission_cache import admission_cache
 from streaming.proxy.headers import (
     HOP_BY_HOP,
     HeaderError,
@@ -41,6 +43,7 @@ from streaming.proxy.headers import (
     upstream_request_headers,
 )
 from streaming.proxy.paths import PathError, ProxyPath, parse_target
+from streaming.proxy.ratelimit import limiter
 from streaming.proxy.records import AccessEntry, access_log
 from streaming.proxy.upstream import Upstream, UpstreamClients, UpstreamError
 
@@ -99,10 +102,12 @@ class ProxyApp:
         self._hold = database_sync_to_async(hold_for_step_up, thread_sensitive=False)
 
     async def aclose(self) -> None:
+        await admission_cache.stop_listening()
         await self.clients.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = _Exchange(scope)
+        admission_cache.ensure_listening()
         try:
             await self._handle(scope, receive, send, ex)
         except _ClientGone:
@@ -178,7 +183,12 @@ class ProxyApp:
             session_key=_session_key(scope), client_address=ex.client_address,
             request_id=ex.request_id, issuer=settings.PORTAL_ASSERTION_ISSUER or f"https://{host}",
             replay_token=replay_token)
-        admission: Admission = await self._gate(req)
+        admission = admit_from_memory(req)
+        bucket = admission.bucket if admission is not None else None
+        if bucket is not None and await limiter().atake(*bucket):
+            admission = None  # out of tokens: the full admission answers and audits the 429
+        if admission is None:
+            admission = await self._gate(req)
         ex.actor = admission.actor
         ex.decision = str(admission.verdict)
 
@@ -263,16 +273,16 @@ class ProxyApp:
         else:
             content = _body(receive, ex)
         client = self.clients.for_upstream(upstream)
-        request = client.build_request(method, upstream.url(upstream_path, query), headers=headers,
-                                       content=content)
         try:
-            response = await client.send(request, stream=True)
-        except httpx.TimeoutException:
+            response = await client.request(method, upstream.url(upstream_path, query),
+                                            headers=CIMultiDict(headers), data=content,
+                                            allow_redirects=False)
+        except TimeoutError:
             await self._page(send, ex, 504, "proxy/unavailable.html", decision="allow",
                              resource=admission.resource_name, timeout=True)
             return
-        except httpx.TransportError as exc:
-            if isinstance(exc.__cause__, _ClientGone) or isinstance(exc, httpx.WriteError):
+        except (aiohttp.ClientError, OSError) as exc:
+            if _caused_by_client_leaving(exc):
                 raise _ClientGone from exc
             await self._page(send, ex, 502, "proxy/unavailable.html", decision="allow",
                              resource=admission.resource_name)
@@ -280,23 +290,23 @@ class ProxyApp:
         try:
             await self._relay(scope, receive, send, ex, response, upstream, target)
         finally:
-            await response.aclose()
+            response.release()
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange,
-                     response: httpx.Response, upstream: Upstream, target: ProxyPath) -> None:
+                     response: aiohttp.ClientResponse, upstream: Upstream, target: ProxyPath) -> None:
         rewrite = ResponseRewrite(upstream.origin, upstream.base_path, target.prefix,
                                   frozenset((settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME)))
-        headers = response_headers(response.headers.raw, rewrite)
+        headers = response_headers(response.raw_headers, rewrite)
         headers += _security_headers(ex)
-        ex.status = response.status_code
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        if ex.method == "HEAD" or response.status_code in _BODYLESS_STATUS:
+        ex.status = response.status
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        if ex.method == "HEAD" or response.status in _BODYLESS_STATUS:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         gone = asyncio.Event()
         watcher: asyncio.Task[None] | None = None
         try:
-            async for chunk in response.aiter_raw(settings.PORTAL_PROXY_CHUNK_BYTES):
+            async for chunk in response.content.iter_chunked(settings.PORTAL_PROXY_CHUNK_BYTES):
                 if gone.is_set():
                     raise _ClientGone
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -381,6 +391,18 @@ async def _body(receive: Receive, ex: _Exchange) -> AsyncIterator[bytes]:
             yield chunk
         if not message.get("more_body", False):
             return
+
+
+def _caused_by_client_leaving(exc: BaseException) -> bool:
+    """Whether an upstream error is really the browser going away mid-upload."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, _ClientGone):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:

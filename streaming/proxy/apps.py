@@ -5,3 +5,8 @@ class ProxyConfig(AppConfig):
     name = "streaming.proxy"
     label = "proxy"
     verbose_name = "Identity-aware proxy"
+
+    def ready(self) -> None:
+        from streaming.proxy import signals
+
+        signals.connect()

@@ -7,10 +7,11 @@ one bucket per user and resource and two takes can never both spend the last tok
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.conf import settings
 
@@ -41,6 +42,9 @@ class RateLimiter(Protocol):
     def take(self, key: str, rate_per_minute: int) -> int:
         """Spend a token; 0 when allowed, else the seconds until one is available."""
 
+    async def atake(self, key: str, rate_per_minute: int) -> int:
+        """:meth:`take` without blocking the event loop."""
+
 
 class MemoryBuckets:
     """One process's buckets (the demo without Redis)."""
@@ -61,6 +65,9 @@ class MemoryBuckets:
             self._buckets[key] = (tokens, now)
             return max(1, math.ceil((1 - tokens) / per_second))
 
+    async def atake(self, key: str, rate_per_minute: int) -> int:
+        return self.take(key, rate_per_minute)
+
     def reset(self) -> None:
         with self._lock:
             self._buckets.clear()
@@ -72,12 +79,26 @@ class RedisBuckets:
     def __init__(self, url: str) -> None:
         import redis
 
+        self._url = url
         self._client = redis.Redis.from_url(url)
+        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
         self._script = self._client.register_script(_LUA)
 
     def take(self, key: str, rate_per_minute: int) -> int:
         wait = float(self._script(keys=[f"portal:proxy:bucket:{key}"],
                                   args=[rate_per_minute, rate_per_minute / 60.0, time.time()]))
+        return 0 if wait <= 0 else max(1, math.ceil(wait))
+
+    async def atake(self, key: str, rate_per_minute: int) -> int:
+        """:meth:`take` on the event loop (one asyncio Redis client per loop)."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(self._url)
+            self._async = (loop, client.register_script(_LUA))
+        wait = float(await self._async[1](keys=[f"portal:proxy:bucket:{key}"],
+                                          args=[rate_per_minute, rate_per_minute / 60.0, time.time()]))
         return 0 if wait <= 0 else max(1, math.ceil(wait))
 
     def reset(self) -> None:

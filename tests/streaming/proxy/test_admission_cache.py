@@ -1,0 +1,194 @@
+"""Deciding from memory: repeat requests skip the database, and every change is felt at once.
+
+The proxy keeps a few seconds' snapshot of a verified session after an allow
+(streaming/proxy/admission_cache.py). These tests pin down what that may never change: the
+next request after a lock, a group removal, a sign-out, a step-up or a re-tag is decided on
+the new facts, in this process and — through Redis — in another portal process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import jwt
+import pytest
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from streaming.proxy.access import GateRequest, Verdict, admit, admit_from_memory
+from streaming.proxy.admission_cache import GROUP, AdmissionCache, admission_cache
+from streaming.proxy.assertion import Identity
+from tests.conftest import require
+from tests.server import run_portal
+from tests.streaming.proxy.conftest import session_cookie_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def echo(web_resource, echo_upstream):
+    return web_resource("echo", echo_upstream.url)
+
+
+@pytest.fixture
+def listening():
+    """The cache as a running portal has it: hearing the invalidation group."""
+    admission_cache._heard = True
+    yield admission_cache
+    admission_cache.drop_all()
+
+
+def _gate(session_key: str, *, method: str = "GET", path: str = "/") -> GateRequest:
+    return GateRequest(slug="echo", method=method, path=path, portal_path=f"/apps/echo{path}",
+                       session_key=session_key, client_address="127.0.0.1", request_id="t",
+                       issuer="https://portal.test")
+
+
+def _allowed_once(session_key: str) -> None:
+    assert admit(_gate(session_key)).verdict is Verdict.ALLOW
+
+
+def test_a_repeat_request_is_decided_without_the_database_and_with_a_fresh_assertion(
+        worker, echo, listening):
+    key = session_cookie_for(worker)
+    _allowed_once(key)
+    with CaptureQueriesContext(connection) as queries:
+        first, second = admit_from_memory(_gate(key)), admit_from_memory(_gate(key))
+    assert len(queries) == 0
+    assert first.verdict is second.verdict is Verdict.ALLOW
+    one, two = (jwt.decode(a.assertion, options={"verify_signature": False}) for a in (first, second))
+    assert one["jti"] != two["jti"]
+    assert one["sub"] == str(worker.pk) and one["tier"] == "t-echo" and one["aud"] == "echo"
+
+
+def test_only_allows_come_from_memory(worker, web_resource, echo_upstream, listening):
+    web_resource("echo", echo_upstream.url, mfa_write=0)  # every write asks for a fresh code
+    key = session_cookie_for(worker)
+    _allowed_once(key)
+    assert admit_from_memory(_gate(key)).verdict is Verdict.ALLOW
+    assert admit_from_memory(_gate(key, method="POST")) is None
+    assert admit(_gate(key, method="POST")).verdict is Verdict.STEP_UP
+
+
+@pytest.mark.parametrize("change", ["lock", "leave group", "sign out", "delete device", "re-tag"])
+def test_a_change_drops_what_memory_knew(worker, echo, listening, change):
+    key = session_cookie_for(worker)
+    _allowed_once(key)
+    assert admit_from_memory(_gate(key)) is not None
+    if change == "lock":
+        worker.is_active = False
+        worker.save()
+    elif change == "leave group":
+        worker.groups.remove(Group.objects.get(name="employee"))
+    elif change == "sign out":
+        from django.contrib.sessions.backends.cached_db import SessionStore
+
+        SessionStore(key).delete()  # what signing out does (flush)
+    elif change == "delete device":
+        worker.totpdevice_set.all().delete()
+    else:
+        echo.allowed_groups.clear()
+    assert admit_from_memory(_gate(key)) is None
+    assert admit(_gate(key)).verdict is not Verdict.ALLOW
+
+
+def test_a_step_up_drops_the_old_mfa_time(worker, echo, listening):
+    from django.contrib.sessions.backends.cached_db import SessionStore
+
+    from portal.accounts.mfa import MFA_TIME_KEY
+
+    key = session_cookie_for(worker)
+    _allowed_once(key)
+    session = SessionStore(key)
+    session[MFA_TIME_KEY] = int(time.time()) + 1
+    session.save()
+    assert admit_from_memory(_gate(key)) is None
+
+
+def test_a_snapshot_read_before_a_change_is_not_kept_after_it():
+    cache = AdmissionCache()
+    cache._heard = True
+    identity = Identity("7", "x", "", (), "", ("pwd", "otp"), None, None)
+    ticket = cache.ticket()  # a full admission starts reading ...
+    cache.drop_user(7)  # ... a lock of user 7 goes by ...
+    assert not cache.put("k", ticket, user_id=7, identity=identity, groups=frozenset(), mfa_time=None)
+    assert cache.get("k") is None  # ... and what it read is not remembered
+    assert cache.put("k", cache.ticket(), user_id=7, identity=identity, groups=frozenset(), mfa_time=None)
+    assert cache.get("k") is not None
+
+
+def test_snapshots_expire(settings):
+    settings.PORTAL_PROXY_ADMISSION_CACHE_SECONDS = 0.05
+    cache = AdmissionCache()
+    cache._heard = True
+    identity = Identity("7", "x", "", (), "", ("pwd", "otp"), None, None)
+    cache.put("k", cache.ticket(), user_id=7, identity=identity, groups=frozenset(), mfa_time=None)
+    assert cache.get("k") is not None
+    time.sleep(0.06)
+    assert cache.get("k") is None
+
+
+class _BrokenLayer(InMemoryChannelLayer):
+    """A channel layer whose group membership fails, as Redis going away would."""
+
+    async def group_add(self, group: str, channel: str) -> None:
+        raise ConnectionError("channel layer down")
+
+
+def test_a_cache_that_cannot_hear_invalidations_is_not_used(monkeypatch):
+    cache = AdmissionCache()
+    identity = Identity("7", "x", "", (), "", ("pwd", "otp"), None, None)
+    monkeypatch.setattr("streaming.proxy.admission_cache.get_channel_layer", lambda: _BrokenLayer())
+
+    async def run() -> bool:
+        cache.ensure_listening()
+        await asyncio.sleep(0.05)
+        usable = cache.usable()
+        await cache.stop_listening()
+        return usable
+
+    assert asyncio.run(run()) is False
+    assert cache.put("k", cache.ticket(), user_id=7, identity=identity, groups=frozenset(), mfa_time=None)
+    assert cache.get("k") is None  # stored or not, nothing is answered from it
+
+
+def test_an_invalidation_from_another_process_arrives_through_the_channel_layer():
+    cache = AdmissionCache()
+    identity = Identity("7", "x", "", (), "", ("pwd", "otp"), None, None)
+
+    async def run() -> tuple[bool, bool]:
+        cache.ensure_listening()
+        for _ in range(100):
+            if cache.usable():
+                break
+            await asyncio.sleep(0.01)
+        cache.put("k", cache.ticket(), user_id=7, identity=identity, groups=frozenset(), mfa_time=None)
+        before = cache.get("k") is not None
+        await get_channel_layer().group_send(GROUP, {"type": "admission.drop", "user": 7})
+        for _ in range(100):
+            if cache.get("k") is None:
+                break
+            await asyncio.sleep(0.01)
+        after = cache.get("k") is None
+        await cache.stop_listening()
+        return before, after
+
+    assert asyncio.run(run()) == (True, True)
+
+
+def test_a_lock_reaches_another_portal_process_at_once(worker, echo):
+    """Two portal processes share Redis: a lock written here ends access through the other."""
+    require(bool(settings.CONFIG.redis_url), "Redis (REDIS_URL) for a second portal process")
+    key = session_cookie_for(worker)
+    with run_portal() as other, \
+            httpx.Client(base_url=other, verify=False, timeout=10, cookies={"sessionid": key}) as client:
+        for _ in range(3):  # the first fills the other process's memory, the rest come from it
+            assert client.get("/apps/echo/x").status_code == 200
+        worker.is_active = False
+        worker.save()
+        assert client.get("/apps/echo/x").status_code == 403
