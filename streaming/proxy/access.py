@@ -84,6 +84,7 @@ class Admission:
 
     verdict: Verdict
     actor: str = ""
+    user_id: int | None = None
     location: str = ""
     reasons: tuple[Reason, ...] = ()
     resource_name: str = ""
@@ -218,7 +219,8 @@ def admit_from_memory(req: GateRequest) -> Admission | None:
                               audience=resource.slug, now=now,
                               lifetime=settings.PORTAL_ASSERTION_LIFETIME)
     rate = decision.obligations.get("rate_limit_per_minute")
-    return Admission(Verdict.ALLOW, actor=identity.username, upstream=resource.upstream,
+    return Admission(Verdict.ALLOW, actor=identity.username, user_id=snapshot.user_id,
+                     upstream=resource.upstream,
                      assertion=sign_assertion(keyring().active(), claims), resource_name=resource.name,
                      bucket=(f"{snapshot.user_id}:{resource.slug}", int(rate)) if rate else None)
 
@@ -285,7 +287,7 @@ def admit(req: GateRequest) -> Admission:
     claims = assertion_claims(identity, issuer=req.issuer,
                               audience=resource.slug, now=time.time(),
                               lifetime=settings.PORTAL_ASSERTION_LIFETIME)
-    return Admission(Verdict.ALLOW, actor=actor, upstream=resource.upstream,
+    return Admission(Verdict.ALLOW, actor=actor, user_id=user.pk, upstream=resource.upstream,
                      assertion=sign_assertion(keyring().active(), claims), held=held,
                      resource_name=resource.name)
 

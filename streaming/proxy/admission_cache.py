@@ -71,6 +71,7 @@ class AdmissionCache:
         self._listening_loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.Task[None] | None = None
         self._catalog_hooks: list[Callable[[], None]] = []
+        self._watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event, int, str]] = set()
         self._heard = False  # subscribed to the group (or the layer is this process alone)
 
     # --- reading and writing --------------------------------------------------------
@@ -139,8 +140,35 @@ class AdmissionCache:
             self._entries.clear()
             self._by_user.clear()
 
+    # --- live sockets that want to hear about changes ----------------------------------
+
+    def watch(self, user_id: int, session_key: str | None) -> asyncio.Event:
+        """An event set (from any thread) whenever a change touches this user or session:
+        a live proxied WebSocket re-checks at once instead of at its next interval."""
+        event = asyncio.Event()
+        entry = (asyncio.get_running_loop(), event, user_id, session_hash(session_key))
+        with self._lock:
+            self._watchers.add(entry)
+        event._portal_watch = entry  # type: ignore[attr-defined]
+        return event
+
+    def unwatch(self, event: asyncio.Event) -> None:
+        with self._lock:
+            self._watchers.discard(getattr(event, "_portal_watch", None))
+
+    def _wake(self, message: dict[str, Any]) -> None:
+        user, hashed = message.get("user"), message.get("session")
+        everyone = bool(message.get("all") or message.get("catalog"))
+        with self._lock:
+            watchers = list(self._watchers)
+        for loop, event, user_id, session in watchers:
+            if everyone or (user is not None and int(user) == user_id) or (hashed and hashed == session):
+                with contextlib.suppress(RuntimeError):  # its loop has closed
+                    loop.call_soon_threadsafe(event.set)
+
     def apply(self, message: dict[str, Any]) -> None:
         """Act on an invalidation message (from this process or another)."""
+        self._wake(message)
         if message.get("user") is not None:
             self.drop_user(int(message["user"]))
         if message.get("session"):

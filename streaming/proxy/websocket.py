@@ -16,9 +16,11 @@ after the previous one was handed to the other, and every buffer underneath is b
 (uvicorn pauses reading until the app takes a message; the upstream connection holds at
 most ``PORTAL_PROXY_WS_QUEUE`` frames and waits for its write buffer to drain). A slow side
 therefore slows the other; one that takes nothing for ``PORTAL_PROXY_WS_STALL_SECONDS``
-ends the socket with 1013 and a reason. Nothing is ever dropped. Every
-``PORTAL_PROXY_WS_RECHECK_SECONDS`` the socket is admitted again (fresh session, user and
-decision); when the answer is no longer ``allow`` both sides are closed with the reason.
+ends the socket with 1013 and a reason. Nothing is ever dropped. The socket is admitted
+again (fresh session, user and decision) at once when a change touches its user, session or
+the catalog (pushed: streaming/proxy/signals.py), and every
+``PORTAL_PROXY_WS_RECHECK_SECONDS`` as the safety net; when the answer is no longer
+``allow`` both sides are closed with the reason.
 Each socket leaves one access record at its end (method ``WEBSOCKET``, status = the close
 code the browser received, or the HTTP status of a refused handshake).
 """
@@ -44,6 +46,7 @@ from portal.health import DEPENDENCY_ERRORS
 from portal.network import is_trusted, resolve_client_address
 from streaming.proxy import pending
 from streaming.proxy.access import Admission, GateRequest, Verdict, admit
+from streaming.proxy.admission_cache import admission_cache
 from streaming.proxy.app import Receive, Scope, Send, _header, _session_key
 from streaming.proxy.headers import (
     HeaderError,
@@ -261,7 +264,7 @@ class WebSocketProxy:
             await send({"type": "websocket.accept", "subprotocol": conn.subprotocol})
             ws.handshake_done = True
             ws.status = 101
-            end = await self._relay(receive, send, conn, ws, req, admission.upstream)
+            end = await self._relay(receive, send, conn, ws, req, admission.upstream, admission.user_id)
             if end.decision is not None:
                 ws.decision = end.decision
         finally:
@@ -275,11 +278,11 @@ class WebSocketProxy:
     # --- the relay --------------------------------------------------------------------
 
     async def _relay(self, receive: Receive, send: Send, conn: ClientConnection, ws: _Socket,
-                     req: GateRequest, upstream: str) -> _End:
+                     req: GateRequest, upstream: str, user_id: int | None) -> _End:
         stall = _setting("PORTAL_PROXY_WS_STALL_SECONDS", settings.PORTAL_PROXY_READ_TIMEOUT)
         tasks = [asyncio.create_task(_browser_to_app(receive, conn, ws, stall)),
                  asyncio.create_task(_app_to_browser(conn, send, ws, stall)),
-                 asyncio.create_task(self._recheck(req, upstream))]
+                 asyncio.create_task(self._recheck(req, upstream, user_id))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -289,21 +292,36 @@ class WebSocketProxy:
         first = next(t for t in tasks if t in done)
         return first.result()
 
-    async def _recheck(self, req: GateRequest, upstream: str) -> _End:
-        """Admit the socket again every interval; end it when the answer changes."""
+    async def _recheck(self, req: GateRequest, upstream: str, user_id: int | None) -> _End:
+        """Admit the socket again at once when a change touches its user or session (pushed,
+        see streaming/proxy/signals.py), and every interval as the safety net; end it when
+        the answer changes."""
         check = dataclasses.replace(req, live_recheck=True)
-        while True:
-            await asyncio.sleep(_setting("PORTAL_PROXY_WS_RECHECK_SECONDS", 30.0))
-            try:
-                admission = await self._gate(check)
-            except DEPENDENCY_ERRORS:
-                logger.exception("re-check of a live socket failed", extra={"request_id": req.request_id})
-                return _End((_SERVER_ERROR, "The portal cannot check your access; reconnect soon."),
-                            (_GOING_AWAY, "portal closed the connection"), "unavailable")
-            if admission.verdict is not Verdict.ALLOW:
-                return _End(refusal(admission), (_POLICY, "access withdrawn"), str(admission.verdict))
-            if admission.upstream != upstream:
-                return _End((_RESTART, "The app moved: reconnect."), (_GOING_AWAY, "app moved"))
+        changed = admission_cache.watch(user_id if user_id is not None else -1, req.session_key)
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), _setting("PORTAL_PROXY_WS_RECHECK_SECONDS", 30.0))
+                changed.clear()
+                end = await self._decide_again(check, upstream)
+                if end is not None:
+                    return end
+        finally:
+            admission_cache.unwatch(changed)
+
+    async def _decide_again(self, check: GateRequest, upstream: str) -> _End | None:
+        """One re-check of a live socket: None while it may go on, else how it ends."""
+        try:
+            admission = await self._gate(check)
+        except DEPENDENCY_ERRORS:
+            logger.exception("re-check of a live socket failed", extra={"request_id": check.request_id})
+            return _End((_SERVER_ERROR, "The portal cannot check your access; reconnect soon."),
+                        (_GOING_AWAY, "portal closed the connection"), "unavailable")
+        if admission.verdict is not Verdict.ALLOW:
+            return _End(refusal(admission), (_POLICY, "access withdrawn"), str(admission.verdict))
+        if admission.upstream != upstream:
+            return _End((_RESTART, "The app moved: reconnect."), (_GOING_AWAY, "app moved"))
+        return None
 
     # --- closing ----------------------------------------------------------------------
 
