@@ -13,6 +13,9 @@ command -v xterm >/dev/null 2>&1 || need+=(xterm)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v guacd >/dev/null 2>&1 || [ -x /usr/sbin/guacd ] || need_guacd=1
+# The RDP target (FreeRDP's shadow server sharing an Xvfb desktop) must use the same FreeRDP
+# as guacd's RDP plugin, so it comes from bullseye too.
+command -v freerdp-shadow-cli >/dev/null 2>&1 || need_guacd=1
 
 if [ ${#need[@]} -eq 0 ] && [ -z "${need_guacd:-}" ]; then
   echo "system packages: all present"
@@ -42,7 +45,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if [ -n "${need_guacd:-}" ]; then
   apt-get install -y -qq --no-install-recommends -t bullseye \
-    guacd libguac-client-vnc0 libguac-client-ssh0 libguac-client-rdp0
+    guacd libguac-client-vnc0 libguac-client-ssh0 libguac-client-rdp0 freerdp2-shadow-x11
 fi
 # Debian starts services on install; the portal's fixtures start their own on free ports.
 systemctl disable --now ssh guacd nginx >/dev/null 2>&1 || true
