@@ -259,6 +259,11 @@ PORTAL_DESKTOP_TICKET_SECONDS = 60  # one-time tunnel ticket lifetime
 PORTAL_DESKTOP_REAUTH_MAX_SECONDS = 30  # re-decide at least this often, whatever the tier says
 PORTAL_DESKTOP_STEP_UP_GRACE_SECONDS = 120  # input held this long for a fresh code, then the end
 PORTAL_DESKTOP_WARN_SECONDS = 60  # warn this long before an idle or maximum-duration end
+CELERY_BEAT_SCHEDULE.update({
+    # A recording whose per-session digest task was lost (worker restart, broker outage).
+    "desktop-sweep-recording-digests": {"task": "streaming.desktop.tasks.sweep_recording_digests",
+                                        "schedule": 300.0, "options": {"expires": 240}},
+})
 
 # --- audit jobs ----------------------------------------------------------------------------
 # Beat entries expire a little before the next run is due: a worker that was down does not

@@ -7,6 +7,7 @@ session row and to the audit chain with who ended it and why.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 import socket
@@ -138,9 +139,9 @@ def end_session(session_id: uuid.UUID | str, reason: EndReason, message: str, *,
                        "duration_seconds": int((session.ended_at - (session.started_at or session.created_at))
                                                .total_seconds())})
         if session.recording_path:
-            from streaming.desktop.tasks import digest_recording
+            from streaming.desktop.tasks import schedule_digest
 
-            transaction.on_commit(lambda: digest_recording.delay(str(session.pk)))
+            transaction.on_commit(functools.partial(schedule_digest, str(session.pk)))
     return True
 
 

@@ -10,7 +10,10 @@ An admin's read-only view ("watch" mode) runs through the same code: it joins th
 guacd connection by its id with ``read-only`` set (a join needs no target credentials), and
 the relay drops every input instruction the watcher's browser sends, with an audit.
 Frames are never dropped for want of buffer space: each read from guacd is sent (and
-awaited) before the next read, so a slow browser slows guacd down through TCP.
+awaited) before the next read, so a slow browser slows guacd down through TCP. The other way,
+the browser's instructions are queued and go to guacd in one write per burst: when the next
+browser message is not already waiting (:class:`_FlushBeforeWaiting`), or at once when the
+queue is past its bound, and then the relay awaits guacd before it reads more from the browser.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -109,6 +113,48 @@ class _Transfer:
     digest: Any = field(default_factory=hashlib.sha256)
 
 
+class _FlushBeforeWaiting:
+    """Await ``awaitable``, calling ``flush`` first if it cannot complete at once.
+
+    Wrapped around the ASGI ``receive``: while browser messages are already queued (a burst
+    that arrived in one read) each one completes at its first step and its input joins the
+    queue for guacd; when the next ``receive`` would have to wait, the burst is over and the
+    queue is flushed in one write, before the wait: one event-loop step after the burst's
+    last message was handled, no timer. Everything after the first step is plain
+    delegation, cancellation included.
+    """
+
+    __slots__ = ("_awaitable", "_flush")
+
+    def __init__(self, awaitable: Awaitable[Any], flush: Callable[[], None]) -> None:
+        self._awaitable = awaitable
+        self._flush = flush
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        steps = self._awaitable.__await__()
+        try:
+            pending = steps.send(None)
+        except StopIteration as done:
+            return done.value
+        self._flush()
+        while True:
+            try:
+                sent = yield pending
+            except GeneratorExit:
+                steps.close()
+                raise
+            except BaseException as exc:  # thrown in (cancellation): hand it on
+                try:
+                    pending = steps.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    pending = steps.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+
 def _query(scope: dict[str, Any]) -> dict[str, str]:
     parsed = parse_qs(scope.get("query_string", b"").decode("latin-1"), max_num_fields=8)
     return {k: v[0] for k, v in parsed.items()}
@@ -131,6 +177,16 @@ def _blob_size(data: str) -> tuple[int, bytes]:
 
 class DesktopTunnelConsumer(AsyncWebsocketConsumer):
     """One browser tab's desktop session."""
+
+    guacd: GuacdConnection | None = None  # until the handshake; the receive hook may look first
+    ended = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        async def receive_flushing() -> Any:
+            return await _FlushBeforeWaiting(receive(), self._flush_input)
+
+        await super().__call__(scope, receive_flushing, send)
 
     # -- opening ------------------------------------------------------------------------
 
@@ -277,8 +333,10 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
                 check_browser_instruction(instruction)
                 if await self._from_browser(instruction):
                     forward.append(instruction.encode())
-            if forward and self.guacd is not None and not self.ended:
-                await self.guacd.write_text("".join(forward))
+            # Queued, and flushed when the burst ends; past the bound, wait for guacd (never drop).
+            guacd = self.guacd
+            if forward and guacd is not None and not self.ended and guacd.queue_text("".join(forward)):
+                await guacd.drain()
         except ProtocolError as exc:
             log.warning("desktop.protocol_error", session=str(getattr(self.stream, "pk", "")), error=str(exc))
             await self._end(EndReason.PROTOCOL_ERROR,
@@ -287,6 +345,13 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         except (ConnectionError, OSError):
             await self._end(EndReason.TARGET_CLOSED, "The desktop service closed the connection.",
                             by="portal")
+
+    def _flush_input(self) -> None:
+        """Hand the browser input queued so far to guacd's socket (one write, never blocks)."""
+        if self.guacd is not None and not self.ended:
+            # guacd gone: the pump sees it and ends the session with the reason.
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                self.guacd.flush()
 
     async def _from_browser(self, ins: Instruction) -> bool:
         """Apply the tier to one browser instruction; True when it goes on to guacd."""
@@ -364,6 +429,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
 
     async def _control_allowed(self, kind: str, *, detail: dict[str, Any]) -> bool:
         """The tier's setting for clipboard/file ``kind``: deny, allow, or allow after step-up."""
+        self._flush_input()  # input queued before this must not wait on the decision
         control = self.obligations.get(_CONTROLS[kind], "deny")
         allowed = control == "allow"
         if control == "step_up":
@@ -592,6 +658,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=encode("portal", kind, json.dumps(values)))
 
     async def _audit(self, action: str, outcome: str, detail: dict[str, Any]) -> None:
+        self._flush_input()  # nor on the audit trail's write
         await database_sync_to_async(record)(
             action, outcome=outcome, actor=self.user.get_username(), resource=self.stream.resource.slug,
             client_address=self.client_address, detail={"session": str(self.stream.pk), **detail})

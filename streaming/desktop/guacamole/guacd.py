@@ -7,6 +7,11 @@ whole instructions as text, not objects, so this class is the transport guapy ta
 also hands out raw frames from the same buffer: nothing guacd sent right after ``ready`` is
 lost or parsed twice. Connection parameters (which carry target credentials) are never
 logged here.
+
+Browser input is queued (:meth:`GuacdConnection.queue_text`) and written by :meth:`flush`,
+so the instructions of a burst leave in one ``write()``; the queue is bounded: past
+:data:`WRITE_HIGH_WATER` bytes (queued plus unsent in the socket) the caller awaits
+:meth:`drain`, and a slow guacd slows the browser down instead of growing memory.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ __all__ = ["PROTOCOL_VERSION", "GuacdConnection", "GuacdError", "Screen", "open_
 
 PROTOCOL_VERSION = VERSION_1_3_0
 READ_SIZE = 64 * 1024
+WRITE_HIGH_WATER = 64 * 1024
+CLOSE_TIMEOUT = 1.0
+DISCONNECT = b"10.disconnect;"
 
 
 class GuacdError(RuntimeError):
@@ -55,6 +63,9 @@ class GuacdConnection:
         self.connection_id = ""
         self.bytes_in = 0  # from guacd
         self.bytes_out = 0  # to guacd
+        self.writes = 0  # write() calls to guacd's socket (one per flush)
+        self._queued: list[bytes] = []
+        self._queued_bytes = 0
         self._closed = False
 
     # guapy transport port, used during the handshake only --------------------------------
@@ -71,12 +82,27 @@ class GuacdConnection:
                 return None
 
     async def close(self) -> None:
+        """Send what is queued and ``disconnect``, then close (without waiting on a stuck guacd).
+
+        guacd 1.3 does not notice that its peer closed the socket until its 15 s user
+        timeout, and keeps the connection, its process and its recording going meanwhile;
+        ``disconnect`` ends them at once.
+        """
         if self._closed:
             return
+        if self.connection_id and not self._writer.is_closing():
+            self._queued.append(DISCONNECT)
+            self._queued_bytes += len(DISCONNECT)
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                self.flush()
         self._closed = True
         self._writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self._writer.wait_closed()
+        try:
+            await asyncio.wait_for(self._writer.wait_closed(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            self._writer.transport.abort()  # guacd takes nothing: drop the socket, not the session's end
+        except (ConnectionError, OSError):
+            pass
 
     # relay ------------------------------------------------------------------------------
 
@@ -90,10 +116,37 @@ class GuacdConnection:
                 return None
 
     async def write_text(self, text: str) -> None:
-        """Send whole instructions to guacd; waits while guacd's socket is full."""
+        """Send whole instructions to guacd now; waits while guacd's socket is full."""
+        self.queue_text(text)
+        await self.drain()
+
+    def queue_text(self, text: str) -> bool:
+        """Queue whole instructions for the next :meth:`flush`; True once the caller must
+        await :meth:`drain` (the queue and the socket's buffer hold WRITE_HIGH_WATER bytes)."""
         data = text.encode()
         self.bytes_out += len(data)
+        self._queued.append(data)
+        self._queued_bytes += len(data)
+        return self.buffered >= WRITE_HIGH_WATER
+
+    @property
+    def buffered(self) -> int:
+        """Bytes taken from the browser and not yet sent to guacd."""
+        return self._queued_bytes + self._writer.transport.get_write_buffer_size()
+
+    def flush(self) -> None:
+        """Hand everything queued to the socket in one write (never blocks)."""
+        if not self._queued or self._closed:
+            return
+        data = self._queued[0] if len(self._queued) == 1 else b"".join(self._queued)
+        self._queued.clear()
+        self._queued_bytes = 0
+        self.writes += 1
         self._writer.write(data)
+
+    async def drain(self) -> None:
+        """Flush, then wait until guacd has taken enough of it (TCP backpressure)."""
+        self.flush()
         await self._writer.drain()
 
     async def _read(self) -> bool:

@@ -14,9 +14,18 @@ from django.test import Client
 from portal.asgi import application
 from streaming.desktop import vault
 from streaming.desktop.guacamole.protocol import BROWSER_LIMITS, GUACD_LIMITS, InstructionReader
+from streaming.desktop.recordings import stop_background_digests
 from streaming.desktop.vault import TargetSecret
 from tests.streaming.desktop.wsclient import WebsocketCommunicator
 from tiers.models import Resource, Tier
+
+
+@pytest.fixture(autouse=True)
+def _no_digest_outlives_its_test():
+    """A session ended in a test digests its recording in a background thread (eager Celery):
+    it must not wait on into the next test's database."""
+    yield
+    stop_background_digests()
 
 
 @pytest.fixture
