@@ -1,14 +1,16 @@
 """Direct vs nginx vs portal: the identity-aware proxy's cost, in one run, same concurrency.
 
     .venv/bin/python bench/proxy.py [--upstream echo|datasette] [--connections 16] [--seconds 10]
-                                    [--workers 1]
+                                    [--workers 1] [--rounds 3]
 
-Starts the upstream, nginx (config generated in a temp dir) and the portal (uvicorn, one
-worker, behind-a-TLS-balancer mode: plain HTTP from 127.0.0.1 trusted for X-Forwarded-Proto),
-signs a bench user in (a real session with a verified TOTP device), then points wrk at each
-with the same connections and duration: a throughput run at --connections and a latency run
-at one connection. Every portal request is fully re-authorized (session, user, device,
-resource, decision) and carries a freshly signed assertion. Uses DATABASE_URL / REDIS_URL
+Starts the upstream, nginx (config generated in a temp dir) and the portal (uvicorn,
+--workers processes, behind-a-TLS-balancer mode: plain HTTP from 127.0.0.1 trusted for
+X-Forwarded-Proto), signs a bench user in (a real session with a verified TOTP device), then
+points wrk at each with the same connections and duration: a throughput run at
+--connections and a latency run at one connection, in --rounds interleaved rounds whose
+medians are printed. Every portal request is authorized (session, user, device, resource,
+decision: the first one fully, later ones from the admission cache, see
+docs/decisions/0011) and carries a freshly signed assertion. Uses DATABASE_URL / REDIS_URL
 like the portal does; without DATABASE_URL it makes its own SQLite file in a temp directory,
 so the demo's database is never touched.
 """
@@ -19,6 +21,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -147,6 +150,8 @@ def main() -> None:
     parser.add_argument("--upstream", choices=["echo", "datasette"], default="datasette")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds over the three targets; figures are medians")
     parser.add_argument("--workers", type=int, default=1,
                         help="portal (uvicorn) worker processes; more than one needs REDIS_URL")
     args = parser.parse_args()
@@ -205,11 +210,18 @@ def main() -> None:
 
         check = httpx.get(targets["portal"][0], headers=portal_headers)
         assert check.status_code == 200, (check.status_code, check.text[:300])
-        results: dict[str, dict[str, dict[str, float]]] = {}
-        for name, (url, headers) in targets.items():
+        for url, headers in targets.values():
             _wrk(url, args.connections, 2, headers)  # warm-up
-            results[name] = {"load": _wrk(url, args.connections, args.seconds, headers),
-                             "single": _wrk(url, 1, args.seconds, headers)}
+        # Rounds interleave the targets, and each figure is the median over the rounds, so a
+        # burst of other work on the machine cannot favour one target over another.
+        rounds: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, (url, headers) in targets.items():
+                rounds[name].append({"load": _wrk(url, args.connections, args.seconds, headers),
+                                     "single": _wrk(url, 1, args.seconds, headers)})
+        results = {name: {kind: {figure: statistics.median(r[kind][figure] for r in runs)
+                                 for figure in runs[0][kind]} for kind in ("load", "single")}
+                   for name, runs in rounds.items()}
         profile = _profile("bench", session_key)
     finally:
         for proc in reversed(procs):
@@ -222,6 +234,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"upstream={args.upstream} connections={args.connections} seconds={args.seconds} "
+          f"rounds={args.rounds} (medians) "
           f"portal workers={args.workers} cores={os.cpu_count()} "
           f"db={os.environ['DATABASE_URL'].split(':', 1)[0]} "
           f"redis={'yes' if os.environ.get('REDIS_URL') else 'no'}")
