@@ -1,4 +1,5 @@
-"""Demo and test targets on free loopback ports: guacd, an X desktop behind x11vnc, OpenSSH.
+"""Demo and test targets on free loopback ports: guacd, an X desktop behind x11vnc, OpenSSH,
+and an X desktop behind FreeRDP's shadow server.
 
 The test fixtures and ``manage.py desktop_targets`` (used by ``make demo``) start the same
 processes the same way. Everything listens on 127.0.0.1 only: the targets are meant to be
@@ -21,12 +22,14 @@ from pathlib import Path
 __all__ = [
     "DEMO_ACCOUNT",
     "GuacdProcess",
+    "RdpTarget",
     "SshTarget",
     "TargetError",
     "VncTarget",
     "find_program",
     "free_port",
     "start_guacd",
+    "start_rdp_target",
     "start_ssh_target",
     "start_vnc_target",
     "wait_for_port",
@@ -34,6 +37,7 @@ __all__ = [
 
 DEMO_ACCOUNT = "portal-demo"
 _LOOPBACK = "127.0.0.1"
+_CLOCK = 'while :; do printf "\\r%s " "$(date "+%F %T")"; sleep 0.5; done'
 
 
 class TargetError(RuntimeError):
@@ -116,6 +120,27 @@ class SshTarget:
     username: str
     password: str = field(repr=False)
     home: Path
+    processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        _stop(self.processes)
+
+
+@dataclass
+class RdpTarget:
+    """An Xvfb display with an xterm, shared over RDP by FreeRDP's shadow server; the RDP login
+    is checked through PAM against a unix account (the desktop itself is the shared display)."""
+
+    host: str
+    port: int
+    display: str
+    username: str
+    password: str = field(repr=False)
+    log_path: Path
     processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
 
     @property
@@ -270,8 +295,60 @@ def start_ssh_target(workdir: Path, *, username: str = DEMO_ACCOUNT,
     return SshTarget(_LOOPBACK, port, username, password, home, [process])
 
 
+def start_rdp_target(workdir: Path, *, username: str = DEMO_ACCOUNT, password: str | None = None,
+                     geometry: str = "1024x768x24") -> RdpTarget:
+    """Xvfb + an xterm + ``freerdp-shadow-cli`` on a free loopback port, logins checked by PAM.
+
+    The shadow server checks the RDP username and password with PAM (``pam_authenticate`` on
+    the first of lightdm/gdm/xdm/login/sshd found in /etc/pam.d), so they are the unix account's
+    own, set here as for the SSH target: a target sharing the account with an SSH target must
+    be given the same password. PAM checks another account's password only when the server
+    runs as root. NLA is off because the server skips PAM on an NLA connection (NLA checks an
+    NTLM SAM file instead). PAM is asked once the connection is active, so a refused login
+    reaches guacd as a dropped connection, after PAM's failure delay (3 s in Debian's
+    /etc/pam.d/login), and guacd 1.3 reports only "Aborted. See logs." (status 520).
+    """
+    shadow, xterm = _require("freerdp-shadow-cli"), _require("xterm")
+    if os.geteuid() != 0:
+        raise TargetError("the RDP target checks logins with PAM, which reads another account's "
+                          "password only as root")
+    workdir.mkdir(parents=True, exist_ok=True)
+    password = password or secrets.token_urlsafe(18)
+    _ensure_account(username, password)
+    processes: list[subprocess.Popen] = []
+    try:
+        xvfb, display = _start_xvfb(workdir, geometry)
+        processes.append(xvfb)
+        env = {**os.environ, "DISPLAY": display}
+        # The shadow server sends a client frames only when its screen grab sees a change, so
+        # on a still screen a new connection would wait forever for its first frame: a clock
+        # that ticks twice a second gets each one the whole desktop within half a second.
+        processes.append(subprocess.Popen(  # noqa: S603
+            [xterm, "-geometry", "100x30+10+10", "-bg", "#103050", "-fg", "#f0f0f0",
+             "-title", "demo desktop", "-e", "/bin/sh", "-c", _CLOCK],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        ))
+        port = free_port()
+        log_path = workdir / "freerdp-shadow.log"
+        log = log_path.open("ab")  # FreeRDP logs to stdout
+        # The server makes its self-signed TLS certificate under $XDG_CONFIG_HOME/freerdp/shadow.
+        server = subprocess.Popen(  # noqa: S603
+            [shadow, f"/port:{port}", f"/bind-address:{_LOOPBACK}", "+auth", "-sec-nla"],
+            env={**env, "XDG_CONFIG_HOME": str(workdir / "config")},
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        processes.append(server)
+        wait_for_port(port, server, "freerdp-shadow-cli")
+    except BaseException:
+        _stop(processes)
+        raise
+    return RdpTarget(_LOOPBACK, port, display, username, password, log_path, processes)
+
+
 @contextlib.contextmanager
-def running(target: GuacdProcess | VncTarget | SshTarget) -> Iterator[GuacdProcess | VncTarget | SshTarget]:
+def running(target: GuacdProcess | VncTarget | SshTarget | RdpTarget,
+            ) -> Iterator[GuacdProcess | VncTarget | SshTarget | RdpTarget]:
     """Stop ``target``'s processes when the block ends, however it ends."""
     try:
         yield target

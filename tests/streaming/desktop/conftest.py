@@ -63,6 +63,12 @@ def ssh_resource(stream_tier, ssh_target, desktop_settings) -> Resource:
                          TargetSecret(username=ssh_target.username, password=ssh_target.password))
 
 
+@pytest.fixture
+def rdp_resource(stream_tier, rdp_target, desktop_settings) -> Resource:
+    return make_resource("ops-rdp", "rdp", rdp_target.upstream, stream_tier,
+                         TargetSecret(username=rdp_target.username, password=rdp_target.password))
+
+
 @dataclass
 class OpenedPage:
     """What the desktop page handed the browser: the tunnel path and the one-time ticket."""
