@@ -242,7 +242,7 @@ def main() -> None:
           f"{'1-conn req/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
     for name, r in results.items():
         load, single = r["load"], r["single"]
-        print(f"{name:8} {load['rps']:9.0f} {load['p50']:8.2f} {load['p99']:8.2f} {load['errors']:8d} | "
+        print(f"{name:8} {load['rps']:9.0f} {load['p50']:8.2f} {load['p99']:8.2f} {load['errors']:8.0f} | "
               f"{single['rps']:12.0f} {single['p50']:8.2f} {single['p99']:8.2f}")
     portal, nginx_r, direct = results["portal"], results["nginx"], results["direct"]
     print(f"portal/nginx throughput: {portal['load']['rps'] / nginx_r['load']['rps']:.2f}x (target >= 0.2)")
