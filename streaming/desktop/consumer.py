@@ -87,6 +87,34 @@ _END_STATUS = {
     EndReason.GUACD_ERROR: Status.UPSTREAM_UNAVAILABLE,
 }
 
+# What guacd's error statuses mean to the person in front of the desktop page. guacd's own
+# text is for logs ("Aborted. See logs."); it is kept in the audit trail, not shown.
+_GUACD_ERRORS = {
+    0x0202: "The desktop did not answer in time. Try again in a moment.",
+    0x0203: "The desktop ended the connection with an error.",
+    0x0204: "The desktop asked for something that does not exist.",
+    0x0207: "The desktop could not be found on the network. Ask an administrator to check it.",
+    0x0208: ("The desktop refused the connection or is not available (for example, the sign-in "
+             "the portal keeps for it was not accepted). Try again later, or ask an "
+             "administrator to check the resource's stored credentials."),
+    0x0209: "Someone else's session took this desktop over.",
+    0x020A: "The desktop closed the session after a time-out.",
+    0x020B: "The desktop closed the session.",
+    0x0301: ("The desktop did not accept the sign-in the portal keeps for it. Ask an "
+             "administrator to update the resource's stored credentials."),
+    0x0303: "The desktop refused this connection.",
+}
+
+
+def describe_guacd_error(args: list[str] | tuple[str, ...]) -> str:
+    """A sentence for guacd's ``error`` instruction (message, status code)."""
+    try:
+        status = int(args[1]) if len(args) > 1 else 0
+    except ValueError:
+        status = 0
+    return _GUACD_ERRORS.get(status, "The desktop service reported an error and ended the session.")
+
+
 # Substrings that mark a run from guacd as worth parsing; base64 never contains "." or ",",
 # so image data cannot fake them, and a false positive only costs a parse.
 _GUACD_MARKERS = ("9.clipboard,", "4.file,", "5.error,")
@@ -207,6 +235,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         self.refused_in: set[str] = set()
         self.refused_out: set[str] = set()
         self.guacd_error = ""
+        self.guacd_error_detail: tuple[str, str] = ("", "")
         user = self.scope.get("user")
         session = self.scope.get("session")
         if ("guacamole" not in self.scope.get("subprotocols", [])
@@ -464,6 +493,11 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
                     text = await self._from_guacd(text)
                 if text:
                     await self.send(text_data=text)
+                if self.guacd_error:
+                    message, status = self.guacd_error_detail
+                    log.warning("desktop.guacd_reported_error", session=str(getattr(self.stream, "pk", "")),
+                                guacd_message=message, status=status)
+                    break
         except ProtocolError as exc:
             log.warning("desktop.guacd_protocol_error", session=str(self.stream.pk), error=str(exc))
             await self._end(EndReason.GUACD_ERROR, "The desktop service sent data the portal could not read.",
@@ -482,8 +516,11 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         while (ins := reader.pop()) is not None:
             op, args = ins.opcode, ins.args
             keep = True
-            if op == "error" and args:
-                self.guacd_error = f"The desktop reported: {args[0][:200]}"
+            if op == "error":
+                # Terminal in the Guacamole protocol: the pump ends the session after this run.
+                self.guacd_error = describe_guacd_error(args)
+                self.guacd_error_detail = (args[0][:200] if args else "", args[1] if len(args) > 1 else "")
+                keep = False  # the session's own end message carries it, once
             elif op in ("clipboard", "file") and args:
                 kind = "clipboard.out" if op == "clipboard" else "file.transfer"
                 name = args[2] if op == "file" and len(args) > 2 else ""
