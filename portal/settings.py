@@ -109,7 +109,11 @@ if CONFIG.redis_url:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [CONFIG.redis_url], "prefix": "portal"},
+            # redis-py 8 reads with a 5 s socket timeout by default, which cuts channels-redis'
+            # blocking 5 s BZPOPMIN and tears live consumers down (django/channels_redis#422):
+            # give reads more time than the pop blocks, still bounded for a dead Redis.
+            "CONFIG": {"hosts": [{"address": CONFIG.redis_url, "socket_timeout": 15,
+                                  "socket_connect_timeout": 5}], "prefix": "portal"},
         }
     }
 else:
@@ -196,6 +200,8 @@ PORTAL_METRICS_NETWORKS = CONFIG.metrics_networks  # who may read /metrics
 
 GUACD_HOST = CONFIG.guacd_host
 GUACD_PORT = CONFIG.guacd_port
+GUACD_TLS = CONFIG.guacd_tls  # guacd started with -C/-K; the portal verifies its certificate
+GUACD_CA_FILE = CONFIG.guacd_ca_file  # CA bundle for that (None: the system's trust store)
 PORTAL_RECORDINGS_DIR = CONFIG.recordings_dir
 
 # --- static files, i18n --------------------------------------------------------------------
