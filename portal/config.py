@@ -119,6 +119,8 @@ class Config:
     siem_webhook_url: str | None = None
     siem_webhook_token: str | None = None
     siem_syslog: str | None = None
+    guacd_tls: bool = False
+    guacd_ca_file: Path | None = None
 
 
 def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
@@ -126,6 +128,16 @@ def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None
     if raw is not None and (raw.partition("://")[0] not in schemes or not raw.partition("://")[2]):
         raise ConfigError(f"{name} must look like {schemes[0]}://host:port... (got {raw!r})")
     return raw
+
+
+def _ca_file(env: dict[str, str], name: str) -> Path | None:
+    raw = _read(env, name)
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(f"{name} must name a PEM file of CA certificates (no file at {raw!r})")
+    return path
 
 
 def load_config(env: dict[str, str] | None = None) -> Config:
@@ -154,6 +166,8 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         siem_webhook_url=_url(env, "PORTAL_SIEM_WEBHOOK_URL", ("https", "http")),
         siem_webhook_token=_read(env, "PORTAL_SIEM_WEBHOOK_TOKEN") or None,
         siem_syslog=_url(env, "PORTAL_SIEM_SYSLOG", ("udp", "tcp")),
+        guacd_tls=_flag(env, "GUACD_TLS"),
+        guacd_ca_file=_ca_file(env, "GUACD_CA_FILE"),
     )
 
 

@@ -6,7 +6,6 @@ work without and names the ones that fail, so a load balancer (and a person) kno
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 
 from django.conf import settings
@@ -42,11 +41,6 @@ def check_redis() -> None:
         client.ping()
     finally:
         client.close()
-
-
-def check_guacd() -> None:
-    with socket.create_connection((settings.GUACD_HOST, settings.GUACD_PORT), timeout=2):
-        pass
 
 
 def _checks() -> dict[str, Callable[[], None]]:

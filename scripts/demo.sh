@@ -24,7 +24,8 @@ if [ ! -s var/demo/services.json ]; then
   exit 1
 fi
 GUACD_PORT=$($PY -c 'import json; print(json.load(open("var/demo/services.json"))["guacd_port"])')
-export GUACD_PORT GUACD_HOST=127.0.0.1
+# guacd only speaks TLS (its certificate comes from the demo CA): principle 3 on this hop too.
+export GUACD_PORT GUACD_HOST=127.0.0.1 GUACD_TLS=1 GUACD_CA_FILE=var/tls/ca.pem
 $PY manage.py verify_audit >/dev/null || echo "WARNING: the audit chain does not verify (manage.py verify_audit)" >&2
 creds=$($PY manage.py seed_demo --json --targets var/demo/services.json --base-url "https://localhost:$PORT")
 

@@ -58,7 +58,11 @@ def main() -> None:
     handles = []
     try:
         wait_for_port(web_port, web, "datasette", timeout=30)
-        handles.append(start_guacd(WORK / "guacd", port=guacd_port))
+        # guacd speaks TLS only, with the demo's own certificate (scripts/make_tls.py made it
+        # under var/tls before this script starts); the portal verifies it (GUACD_TLS).
+        tls = ROOT / "var" / "tls"
+        handles.append(start_guacd(WORK / "guacd", port=guacd_port,
+                                   tls=(tls / "server.pem", tls / "server-key.pem")))
         vnc = start_vnc_target(WORK / "vnc")
         handles.append(vnc)
         ssh = start_ssh_target(WORK / "ssh")

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import secrets
 import socket
+import ssl
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from django.utils import timezone
 
 from portal.audit.chain import record
 from streaming.desktop import groups
+from streaming.desktop.guacamole.guacd import tls_context
 from streaming.desktop.models import EndReason, StreamSession, StreamWatch
 from streaming.desktop.parameters import connection_parameters
 from streaming.desktop.vault import secret_for
@@ -35,6 +37,7 @@ __all__ = [
     "check_guacd",
     "end_session",
     "end_watch",
+    "guacd_tls",
     "handshake_parameters",
     "issue_session",
     "issue_watch",
@@ -53,10 +56,28 @@ class TicketError(PermissionError):
     """The tunnel ticket is unknown, used, expired or someone else's (message for the user)."""
 
 
+_tls_contexts: dict[str, ssl.SSLContext] = {}
+
+
+def guacd_tls() -> ssl.SSLContext | None:
+    """The TLS context for guacd when ``GUACD_TLS`` is on (principle 3: encryption on every
+    channel, the portal-guacd hop included), else None. Built once per CA file."""
+    if not settings.GUACD_TLS:
+        return None
+    key = str(settings.GUACD_CA_FILE or "")
+    context = _tls_contexts.get(key)
+    if context is None:
+        context = _tls_contexts[key] = tls_context(settings.GUACD_CA_FILE)
+    return context
+
+
 def check_guacd() -> None:
-    """Readiness: guacd accepts TCP connections."""
-    with socket.create_connection((settings.GUACD_HOST, settings.GUACD_PORT), timeout=2):
-        pass
+    """Readiness: guacd accepts connections (and, with ``GUACD_TLS``, a verified TLS handshake)."""
+    with socket.create_connection((settings.GUACD_HOST, settings.GUACD_PORT), timeout=2) as sock:
+        context = guacd_tls()
+        if context is not None:
+            with context.wrap_socket(sock, server_hostname=settings.GUACD_HOST):
+                pass
 
 
 def _hash(ticket: str) -> str:

@@ -277,7 +277,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
             parameters = await database_sync_to_async(broker.handshake_parameters)(self.stream)
             self.guacd = await open_guacd(
                 settings.GUACD_HOST, settings.GUACD_PORT, protocol=self.stream.resource.kind,
-                parameters=parameters, screen=screen)
+                parameters=parameters, screen=screen, tls=broker.guacd_tls())
         except (GuacdError, VaultError, ParameterError) as exc:
             log.warning("desktop.guacd_failed", session=str(self.stream.pk), error=str(exc))
             await self._end(EndReason.GUACD_ERROR, "The desktop service cannot be reached right now. "
@@ -305,7 +305,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         try:
             self.guacd = await open_guacd(
                 settings.GUACD_HOST, settings.GUACD_PORT, join=self.stream.guacd_connection_id,
-                parameters={"read-only": "true"}, screen=screen)
+                parameters={"read-only": "true"}, screen=screen, tls=broker.guacd_tls())
         except GuacdError as exc:
             log.warning("desktop.watch_failed", watch=str(self.watch.pk), error=str(exc))
             await self._end(EndReason.GUACD_ERROR, "The session could not be joined: it may have just ended.",

@@ -158,15 +158,18 @@ def _require(name: str) -> str:
     return path
 
 
-def start_guacd(workdir: Path, *, port: int | None = None) -> GuacdProcess:
-    """Start ``guacd -f`` on a free loopback port, logging into ``workdir``."""
+def start_guacd(workdir: Path, *, port: int | None = None,
+                tls: tuple[Path, Path] | None = None) -> GuacdProcess:
+    """Start ``guacd -f`` on a free loopback port, logging into ``workdir``; with ``tls``
+    (certificate, key: PEM files) it accepts TLS connections only (``-C``/``-K``)."""
     guacd = _require("guacd")
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "guacd.log"
     log = log_path.open("ab")
+    tls_args = ["-C", str(tls[0]), "-K", str(tls[1])] if tls else []
     process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-        [guacd, "-f", "-b", _LOOPBACK, "-l", str(port), "-L", "info"],
+        [guacd, "-f", "-b", _LOOPBACK, "-l", str(port), "-L", "info", *tls_args],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
     log.close()

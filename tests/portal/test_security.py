@@ -67,7 +67,9 @@ def test_readyz_names_the_dependency_that_is_down(client, settings, monkeypatch)
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
     settings.GUACD_HOST, settings.GUACD_PORT = "127.0.0.1", closed_port
-    monkeypatch.setitem(health.DEPENDENCY_CHECKS, "guacd", health.check_guacd)
+    from streaming.desktop.broker import check_guacd
+
+    monkeypatch.setitem(health.DEPENDENCY_CHECKS, "guacd", check_guacd)
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["failing"] == ["guacd"]

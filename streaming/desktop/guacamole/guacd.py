@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import guapy
 from guapy.protocol.version import VERSION_1_3_0
@@ -31,7 +33,7 @@ from streaming.desktop.guacamole.protocol import (
     ProtocolError,
 )
 
-__all__ = ["PROTOCOL_VERSION", "GuacdConnection", "GuacdError", "Screen", "open_guacd"]
+__all__ = ["PROTOCOL_VERSION", "GuacdConnection", "GuacdError", "Screen", "open_guacd", "tls_context"]
 
 PROTOCOL_VERSION = VERSION_1_3_0
 READ_SIZE = 64 * 1024
@@ -159,15 +161,27 @@ class GuacdConnection:
         return True
 
 
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """A client context for guacd started with ``-C``/``-K``: certificate and host name are
+    verified (against ``ca_file``, else the system's trust store), TLS 1.2 at least."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 async def open_guacd(
     host: str, port: int, *, protocol: str | None = None, join: str | None = None,
     parameters: Mapping[str, str], screen: Screen, timezone: str | None = "UTC",
-    timeout: float = 10.0,
+    timeout: float = 10.0, tls: ssl.SSLContext | None = None,
 ) -> GuacdConnection:
-    """Connect to guacd and complete the handshake for a new ``protocol`` session, or to
-    ``join`` a running connection by id (the admin's live view)."""
+    """Connect to guacd (over TLS when ``tls`` is given) and complete the handshake for a new
+    ``protocol`` session, or to ``join`` a running connection by id (the admin's live view)."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None), timeout)
+    except ssl.SSLError as exc:
+        why = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
+        raise GuacdError(f"guacd at {host}:{port} failed the TLS handshake ({why})") from exc
     except (OSError, TimeoutError) as exc:
         raise GuacdError(f"guacd at {host}:{port} cannot be reached ({type(exc).__name__})") from exc
     connection = GuacdConnection(reader, writer)
