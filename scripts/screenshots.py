@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -23,12 +24,24 @@ def manage(*args: str) -> str:
                           capture_output=True, text=True).stdout.strip()
 
 
+_used_codes: dict[str, str] = {}
+
+
+def fresh_code(username: str) -> str:
+    """A TOTP code this script has not used yet: the portal refuses a code twice, so a second
+    sign-in of the same user waits for the authenticator's next 30-second window."""
+    while (code := manage("demo_totp", username)) == _used_codes.get(username):
+        time.sleep(1)
+    _used_codes[username] = code
+    return code
+
+
 def sign_in(page, base: str, user: dict) -> None:
     page.goto(f"{base}/accounts/login/")
     page.fill("input[name=username]", user["username"])
     page.fill("input[name=password]", user["password"])
     page.click("button[type=submit]")
-    page.fill("input[name=otp_token]", manage("demo_totp", user["username"]))
+    page.fill("input[name=otp_token]", fresh_code(user["username"]))
     page.click("button[type=submit]")
     page.wait_for_load_state()
 
