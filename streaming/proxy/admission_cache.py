@@ -30,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, channel_layers, get_channel_layer
 from django.conf import settings
 
 from streaming.proxy.assertion import Identity
@@ -208,7 +209,7 @@ class AdmissionCache:
     async def _listen(self) -> None:
         backoff = 0.5
         while True:
-            layer = get_channel_layer()
+            layer = listener_layer()
             if layer is None:
                 self._heard = False
                 return
@@ -241,6 +242,16 @@ class AdmissionCache:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
+
+
+def listener_layer() -> BaseChannelLayer | None:
+    """The channel layer the listener receives on: its own instance when it is Redis, so its
+    wait never shares channels-redis' one-loop-at-a-time receive with the consumers' layer;
+    the shared instance when it is the in-memory layer (whose groups live in the instance)."""
+    shared = get_channel_layer()
+    if shared is None or isinstance(shared, InMemoryChannelLayer):
+        return shared
+    return channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
 
 
 admission_cache = AdmissionCache()

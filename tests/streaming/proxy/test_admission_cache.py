@@ -143,7 +143,7 @@ class _BrokenLayer(InMemoryChannelLayer):
 def test_a_cache_that_cannot_hear_invalidations_is_not_used(monkeypatch):
     cache = AdmissionCache()
     identity = Identity("7", "x", "", (), "", ("pwd", "otp"), None, None)
-    monkeypatch.setattr("streaming.proxy.admission_cache.get_channel_layer", lambda: _BrokenLayer())
+    monkeypatch.setattr("streaming.proxy.admission_cache.listener_layer", lambda: _BrokenLayer())
 
     async def run() -> bool:
         cache.ensure_listening()
