@@ -10,11 +10,16 @@ from __future__ import annotations
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.sessions.models import Session
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from portal.audit.chain import record
 
-__all__ = ["LockError", "lock_user", "unlock_user"]
+# Sent inside the lock's transaction: enforcement points that keep state about a user (the
+# proxy's admission cache) forget it. The update above sends no post_save of its own.
+account_locked = Signal()
+
+__all__ = ["LockError", "account_locked", "lock_user", "unlock_user"]
 
 
 class LockError(Exception):
@@ -45,6 +50,7 @@ def lock_user(user: AbstractBaseUser, *, by: str, reason: str, client_address: s
         # An update, not save(): the generic "user changed" push would race this named one.
         type(user)._default_manager.filter(pk=user.pk).update(is_active=False)
         user.is_active = False
+        account_locked.send(sender=type(user), user=user)
         ended = _end_web_sessions(user)
         record("account.lock", outcome="success", actor=by, client_address=client_address,
                request_id=request_id, reasons=[{"rule": "admin_lock", "message": reason.strip()}],

@@ -19,6 +19,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from portal.accounts.lockout import account_locked
 from portal.broadcast import broadcast
 from streaming.proxy.admission_cache import GROUP, admission_cache
 from tiers.context import session_hash
@@ -70,6 +71,10 @@ def _signed_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
         announce(user=user.pk)
 
 
+def _locked(sender: Any, user: Any, **kwargs: Any) -> None:
+    announce(user=user.pk)
+
+
 def _catalog_changed(sender: Any, **kwargs: Any) -> None:
     announce(catalog=True)
 
@@ -92,3 +97,4 @@ def connect() -> None:
     m2m_changed.connect(_groups_changed, sender=User.groups.through, dispatch_uid="proxy-user-groups")
     m2m_changed.connect(_catalog_changed, dispatch_uid="proxy-catalog-m2m-remote")
     user_logged_out.connect(_signed_out, dispatch_uid="proxy-signed-out")
+    account_locked.connect(_locked, dispatch_uid="proxy-account-locked")

@@ -97,6 +97,20 @@ def test_a_change_drops_what_memory_knew(worker, echo, listening, change):
     assert admit(_gate(key)).verdict is not Verdict.ALLOW
 
 
+def test_an_admin_lock_drops_every_snapshot_of_the_user(worker, echo, listening):
+    from portal.accounts.lockout import lock_user
+
+    key = session_cookie_for(worker)
+    _allowed_once(key)
+    identity = Identity(str(worker.pk), "wendy", "", (), "", ("pwd", "otp"), None, None)
+    listening.put("a-session-the-database-no-longer-has", listening.ticket(), user_id=worker.pk,
+                  identity=identity, groups=frozenset(), mfa_time=None)
+    lock_user(worker, by="admin", reason="lost laptop")
+    assert admit_from_memory(_gate(key)) is None
+    assert listening.get("a-session-the-database-no-longer-has") is None
+    assert admit(_gate(key)).verdict is not Verdict.ALLOW
+
+
 def test_a_step_up_drops_the_old_mfa_time(worker, echo, listening):
     from django.contrib.sessions.backends.cached_db import SessionStore
 
