@@ -1,8 +1,8 @@
 """Demo and test targets on free loopback ports: guacd, an X desktop behind x11vnc, OpenSSH,
 and an X desktop behind FreeRDP's shadow server.
 
-The test fixtures and ``manage.py desktop_targets`` (used by ``make demo``) start the same
-processes the same way. Everything listens on 127.0.0.1 only: the targets are meant to be
+The test fixtures (tests/fixtures/targets.py) and ``scripts/demo_services.py`` (used by
+``make demo``) start the same processes the same way. Everything listens on 127.0.0.1 only: the targets are meant to be
 reachable from guacd on this machine, never from a browser.
 """
 
