@@ -2,8 +2,8 @@
 and an X desktop behind FreeRDP's shadow server.
 
 The test fixtures (tests/fixtures/targets.py) and ``scripts/demo_services.py`` (used by
-``make demo``) start the same processes the same way. Everything listens on 127.0.0.1 only: the targets are meant to be
-reachable from guacd on this machine, never from a browser.
+``make demo``) start the same processes the same way. Everything listens on 127.0.0.1 only:
+the targets are meant to be reachable from guacd on this machine, never from a browser.
 """
 
 from __future__ import annotations
