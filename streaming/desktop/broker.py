@@ -6,7 +6,6 @@ session row and to the audit chain with who ended it and why.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import secrets
@@ -18,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
 from portal.audit.chain import record
+from portal.broadcast import broadcast
 from streaming.desktop import groups
 from streaming.desktop.guacamole.guacd import tls_context
 from streaming.desktop.models import EndReason, StreamSession, StreamWatch
@@ -173,25 +171,9 @@ def push(group: str, message: dict[str, Any]) -> None:
     is logged, not raised: the change itself must not fail, and the periodic re-check still
     catches it within the tier's interval.
     """
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    try:
-        if loop is None:
-            async_to_sync(layer.group_send)(group, message)
-        else:
-            task = loop.create_task(layer.group_send(group, message))
-            _PENDING_PUSHES.add(task)
-            task.add_done_callback(_PENDING_PUSHES.discard)
-    except Exception as exc:  # the channel layer (Redis) is down: fall back to the re-check
-        log.warning("desktop.push_failed", group=group, error=f"{type(exc).__name__}: {exc}")
+    broadcast(group, message)
 
 
-_PENDING_PUSHES: set[asyncio.Task] = set()
 
 
 def kill_session(session: StreamSession, admin: AbstractBaseUser, client_address: str = "") -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -183,3 +185,13 @@ def client_factory(db) -> Callable[[str], Client]:
         sign_in(client, user)
         return client
     return make
+
+
+async def wait_for_digest(session_id: str, *, timeout: float = 10) -> None:
+    """Digest the session's recording once guacd has closed it (a moment after the end)."""
+    from streaming.desktop.recordings import store_digest
+
+    deadline = time.monotonic() + timeout
+    while (state := await database_sync_to_async(store_digest)(session_id, settle_seconds=0.5)) != "stored":
+        assert time.monotonic() < deadline, state
+        await asyncio.sleep(0.2)

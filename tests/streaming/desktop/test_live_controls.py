@@ -20,10 +20,9 @@ from django.conf import settings
 from portal.audit.models import AuditEvent
 from streaming.desktop import broker, groups
 from streaming.desktop.models import StreamSession
-from streaming.desktop.recordings import store_digest
 from tests.conftest import sign_in
 from tests.factories import UserFactory, totp_code
-from tests.streaming.desktop.conftest import open_live
+from tests.streaming.desktop.conftest import open_live, wait_for_digest
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -129,13 +128,7 @@ async def test_a_recording_tier_leaves_a_recording_with_its_digest_in_the_chain(
     await browser.send("10.disconnect;")
     await browser.until_closed()
     path = Path(desktop_settings.PORTAL_RECORDINGS_DIR) / page.session_id
-    deadline = time.monotonic() + 10
-    while True:  # guacd closes the file a moment after the session
-        state = await database_sync_to_async(store_digest)(page.session_id, settle_seconds=0.5)
-        if state == "stored":
-            break
-        assert time.monotonic() < deadline, state
-        time.sleep(0.2)
+    await wait_for_digest(page.session_id)
     content = path.read_bytes()
     assert b"4.size," in content and b"4.sync," in content
     row = await _ended_row(page.session_id)

@@ -19,10 +19,16 @@ import pytest
 from channels.db import database_sync_to_async
 
 from streaming.desktop.models import StreamSession
-from streaming.desktop.recordings import store_digest
 from streaming.desktop.vault import TargetSecret
 from tests.conftest import sign_in
-from tests.streaming.desktop.conftest import Browser, communicator, make_resource, open_live, open_page
+from tests.streaming.desktop.conftest import (
+    Browser,
+    communicator,
+    make_resource,
+    open_live,
+    open_page,
+    wait_for_digest,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -133,13 +139,7 @@ async def test_a_recording_tier_records_the_rdp_session(signed_in, rdp_resource,
     await browser.send("10.disconnect;")
     await browser.until_closed()
     path = Path(desktop_settings.PORTAL_RECORDINGS_DIR) / page.session_id
-    deadline = time.monotonic() + 10
-    while True:  # guacd closes the file a moment after the session
-        state = await database_sync_to_async(store_digest)(page.session_id, settle_seconds=0.5)
-        if state == "stored":
-            break
-        assert time.monotonic() < deadline, state
-        await asyncio.sleep(0.2)
+    await wait_for_digest(page.session_id)
     content = path.read_bytes()
     assert b"4.size," in content and b"3.img," in content and b"4.sync," in content
     assert rdp_target.password.encode() not in content
