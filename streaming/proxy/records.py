@@ -9,6 +9,7 @@ whatever is left, so a normal shutdown loses nothing.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -76,7 +77,11 @@ class AccessLog:
         while not self._closed:
             self._wake.wait(self.interval)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:
+                # The writer must outlive a database blip: the rows stay queued for the next turn.
+                logger.exception("access record writer failed; retrying")
 
     def flush(self) -> int:
         """Write everything queued so far; return how many rows were written."""
@@ -98,7 +103,8 @@ class AccessLog:
                         return written
                     written += len(batch)
             finally:
-                close_old_connections()
+                with contextlib.suppress(Exception):  # the database may be the thing that is down
+                    close_old_connections()
         return written
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import resource
+import time
 
 import pytest
 
@@ -81,3 +82,29 @@ def test_records_queued_at_shutdown_are_written(db):
     assert AccessRecord.objects.count() == 0  # batched, not written per request
     log.close()
     assert AccessRecord.objects.filter(resource="echo").count() == 250
+
+
+def test_a_database_blip_loses_no_record_and_the_writer_goes_on(transactional_db, monkeypatch):
+    from django.db import OperationalError
+
+    from streaming.proxy import records
+    from streaming.proxy.records import AccessEntry, AccessLog
+
+    real_insert, calls = records._insert, []
+
+    def insert_after_one_failure(model, batch):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise OperationalError("database unavailable")
+        real_insert(model, batch)
+
+    monkeypatch.setattr(records, "_insert", insert_after_one_failure)
+    log = AccessLog(batch_size=1000, interval=0.05)
+    for i in range(10):
+        log.add(AccessEntry("wendy", "echo", "GET", f"/blip/{i}", 200, "allow", 0, 10, 1.0))
+    deadline = time.monotonic() + 5
+    while AccessRecord.objects.filter(path__startswith="/blip/").count() < 10:
+        assert time.monotonic() < deadline, calls
+        time.sleep(0.05)
+    assert calls[0] == 10 and log.pending() == 0
+    log.close()
