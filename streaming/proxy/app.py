@@ -305,12 +305,17 @@ class ProxyApp:
             return
         gone = asyncio.Event()
         watcher: asyncio.Task[None] | None = None
+        length = response.content_length  # None when the upstream streams it chunked
         try:
             async for chunk in response.content.iter_chunked(settings.PORTAL_PROXY_CHUNK_BYTES):
                 if gone.is_set():
                     raise _ClientGone
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 ex.bytes_out += len(chunk)
+                if length is not None and ex.bytes_out >= length:
+                    # The whole announced body: end with this piece (one send less per response).
+                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if watcher is None and ex.bytes_out > settings.PORTAL_PROXY_CHUNK_BYTES:
                     # A long download: notice the browser leaving instead of reading on.
                     watcher = asyncio.create_task(_watch_disconnect(receive, gone))
