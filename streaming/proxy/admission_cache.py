@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 GROUP = "proxy-admission"
 _RESUBSCRIBE_SECONDS = 3600.0  # group membership in channels-redis expires after a day
+_SWEEP_FLOOR = 1024  # entries before the first sweep of expired ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class AdmissionCache:
         self._entries: dict[str, Snapshot] = {}
         self._by_user: dict[int, set[str]] = {}
         self._changes = 0
+        self._sweep_at = _SWEEP_FLOOR
         self._listening_loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.Task[None] | None = None
         self._catalog_hooks: list[Callable[[], None]] = []
@@ -110,12 +112,23 @@ class AdmissionCache:
         if ttl <= 0 or not session_key:
             return False
         key = session_hash(session_key)
+        now = time.monotonic()
         with self._lock:
             if ticket != self._changes:
                 return False
-            self._entries[key] = Snapshot(user_id, identity, groups, mfa_time, time.monotonic() + ttl)
+            self._entries[key] = Snapshot(user_id, identity, groups, mfa_time, now + ttl)
             self._by_user.setdefault(user_id, set()).add(key)
+            if len(self._entries) >= self._sweep_at:
+                self._sweep(now)
         return True
+
+    def _sweep(self, now: float) -> None:
+        """Forget expired snapshots of sessions that never came back (called under the lock),
+        so memory follows the sessions active in the last ``ttl`` seconds, not all time."""
+        for key, snapshot in list(self._entries.items()):
+            if now >= snapshot.expires_at:
+                self._forget(key, snapshot.user_id)
+        self._sweep_at = max(_SWEEP_FLOOR, 2 * len(self._entries))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -186,7 +199,11 @@ class AdmissionCache:
 
     def _forget(self, key: str, user_id: int) -> None:
         self._entries.pop(key, None)
-        self._by_user.get(user_id, set()).discard(key)
+        keys = self._by_user.get(user_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_user[user_id]
 
     # --- hearing other processes ----------------------------------------------------
 

@@ -147,6 +147,20 @@ def test_snapshots_expire(settings):
     assert cache.get("k") is None
 
 
+def test_memory_follows_the_active_sessions_not_all_of_them(settings):
+    settings.PORTAL_PROXY_ADMISSION_CACHE_SECONDS = 0.05
+    cache = AdmissionCache()
+    cache._heard = True
+    identity = Identity("7", "x", "", (), "", ("pwd", "otp"), None, None)
+    for i in range(3000):  # sessions that each came once and never again
+        cache.put(f"gone-{i}", cache.ticket(), user_id=i, identity=identity, groups=frozenset(),
+                  mfa_time=None)
+        if i == 1499:
+            time.sleep(0.06)  # the first half expires
+    assert len(cache) <= 2048
+    assert cache.get("gone-2999") is not None
+
+
 class _BrokenLayer(InMemoryChannelLayer):
     """A channel layer whose group membership fails, as Redis going away would."""
 
