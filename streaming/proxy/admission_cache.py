@@ -144,9 +144,9 @@ class AdmissionCache:
     def drop_session(self, hashed_key: str) -> None:
         with self._lock:
             self._changes += 1
-            snapshot = self._entries.pop(hashed_key, None)
+            snapshot = self._entries.get(hashed_key)
             if snapshot is not None:
-                self._by_user.get(snapshot.user_id, set()).discard(hashed_key)
+                self._forget(hashed_key, snapshot.user_id)
 
     def drop_all(self) -> None:
         with self._lock:
