@@ -110,15 +110,18 @@ class _CatalogCache:
 
     def __init__(self) -> None:
         self._rows: dict[str, tuple[float, Any, ResourceInfo | None]] = {}
+        self._generation = 0  # bumped by every clear: a row read before a change is not kept
 
     def get(self, slug: str) -> Any:
         hit = self.peek(slug)
         if hit is not None:
             return hit[0]
+        generation = self._generation
         resource = load_resource(slug)
         if settings.PORTAL_PROXY_CATALOG_CACHE_SECONDS > 0:
             info = resource_info(resource) if resource is not None else None
-            self._rows[slug] = (time.monotonic(), resource, info)
+            if generation == self._generation:
+                self._rows[slug] = (time.monotonic(), resource, info)
         return resource
 
     def peek(self, slug: str) -> tuple[Any, ResourceInfo | None] | None:
@@ -129,6 +132,7 @@ class _CatalogCache:
         return hit[1], hit[2]
 
     def clear(self, **kwargs: Any) -> None:
+        self._generation += 1
         self._rows = {}
 
 
