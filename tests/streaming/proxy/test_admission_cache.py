@@ -209,8 +209,10 @@ def test_an_invalidation_from_another_process_arrives_through_the_channel_layer(
     assert asyncio.run(run()) == (True, True)
 
 
-def test_a_lock_reaches_another_portal_process_at_once(worker, echo):
-    """Two portal processes share Redis: a lock written here ends access through the other."""
+def test_a_lock_reaches_another_portal_process_within_moments(worker, echo):
+    """Two portal processes share Redis: a lock written here ends access through the other
+    as soon as the broadcast arrives (milliseconds; a request racing it may still pass, see
+    docs/decisions/0011), and nothing passes after that."""
     require(bool(settings.CONFIG.redis_url), "Redis (REDIS_URL) for a second portal process")
     key = session_cookie_for(worker)
     with run_portal() as other, \
@@ -219,4 +221,8 @@ def test_a_lock_reaches_another_portal_process_at_once(worker, echo):
             assert client.get("/apps/echo/x").status_code == 200
         worker.is_active = False
         worker.save()
-        assert client.get("/apps/echo/x").status_code == 403
+        locked_at, statuses = time.monotonic(), []
+        while time.monotonic() - locked_at < 1.0 and 403 not in statuses:
+            statuses.append(client.get("/apps/echo/x").status_code)
+        assert statuses[-1] == 403, statuses
+        assert [client.get("/apps/echo/x").status_code for _ in range(3)] == [403, 403, 403]
