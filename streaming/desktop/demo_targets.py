@@ -80,28 +80,12 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             process.wait(timeout=5)
 
 
-@dataclass
-class GuacdProcess:
-    """A guacd listening on loopback."""
+class _Running:
+    """What every started service offers: where it listens, and a way to stop it."""
 
     host: str
     port: int
-    log_path: Path
-    processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
-
-    def stop(self) -> None:
-        _stop(self.processes)
-
-
-@dataclass
-class VncTarget:
-    """An Xvfb display with an xterm, served by x11vnc with a password."""
-
-    host: str
-    port: int
-    display: str
-    password: str = field(repr=False)
-    processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
+    processes: list[subprocess.Popen]
 
     @property
     def upstream(self) -> str:
@@ -112,7 +96,28 @@ class VncTarget:
 
 
 @dataclass
-class SshTarget:
+class GuacdProcess(_Running):
+    """A guacd listening on loopback."""
+
+    host: str
+    port: int
+    log_path: Path
+    processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class VncTarget(_Running):
+    """An Xvfb display with an xterm, served by x11vnc with a password."""
+
+    host: str
+    port: int
+    display: str
+    password: str = field(repr=False)
+    processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class SshTarget(_Running):
     """An sshd of our own (config, host keys, port) with a demo account that has a password."""
 
     host: str
@@ -122,16 +127,9 @@ class SshTarget:
     home: Path
     processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
 
-    @property
-    def upstream(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def stop(self) -> None:
-        _stop(self.processes)
-
 
 @dataclass
-class RdpTarget:
+class RdpTarget(_Running):
     """An Xvfb display with an xterm, shared over RDP by FreeRDP's shadow server; the RDP login
     is checked through PAM against a unix account (the desktop itself is the shared display)."""
 
@@ -142,13 +140,6 @@ class RdpTarget:
     password: str = field(repr=False)
     log_path: Path
     processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
-
-    @property
-    def upstream(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def stop(self) -> None:
-        _stop(self.processes)
 
 
 def _require(name: str) -> str:
