@@ -173,6 +173,21 @@ def start_guacd(workdir: Path, *, port: int | None = None,
     return handle
 
 
+def _start_desktop(workdir: Path, geometry: str, xterm: str, processes: list[subprocess.Popen], *,
+                   command: tuple[str, ...] = ()) -> tuple[str, dict[str, str]]:
+    """An Xvfb display with the demo xterm on it (running ``command`` if given); the started
+    processes join ``processes``. Returns the display and the environment that targets it."""
+    xvfb, display = _start_xvfb(workdir, geometry)
+    processes.append(xvfb)
+    env = {**os.environ, "DISPLAY": display}
+    processes.append(subprocess.Popen(  # noqa: S603
+        [xterm, "-geometry", "100x30+10+10", "-bg", "#103050", "-fg", "#f0f0f0",
+         "-title", "demo desktop", *(("-e", *command) if command else ())],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    ))
+    return display, env
+
+
 def _start_xvfb(workdir: Path, geometry: str) -> tuple[subprocess.Popen, str]:
     xvfb = _require("Xvfb")
     read_fd, write_fd = os.pipe()
@@ -203,14 +218,7 @@ def start_vnc_target(workdir: Path, *, password: str | None = None,
     )
     processes: list[subprocess.Popen] = []
     try:
-        xvfb, display = _start_xvfb(workdir, geometry)
-        processes.append(xvfb)
-        env = {**os.environ, "DISPLAY": display}
-        processes.append(subprocess.Popen(  # noqa: S603
-            [xterm, "-geometry", "100x30+10+10", "-bg", "#103050", "-fg", "#f0f0f0",
-             "-title", "demo desktop"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        ))
+        display, env = _start_desktop(workdir, geometry, xterm, processes)
         port = free_port()
         vnc = subprocess.Popen(  # noqa: S603
             [x11vnc, "-display", display, "-localhost", "-rfbport", str(port), "-forever",
@@ -311,17 +319,11 @@ def start_rdp_target(workdir: Path, *, username: str = DEMO_ACCOUNT, password: s
     _ensure_account(username, password)
     processes: list[subprocess.Popen] = []
     try:
-        xvfb, display = _start_xvfb(workdir, geometry)
-        processes.append(xvfb)
-        env = {**os.environ, "DISPLAY": display}
         # The shadow server sends a client frames only when its screen grab sees a change, so
         # on a still screen a new connection would wait forever for its first frame: a clock
         # that ticks twice a second gets each one the whole desktop within half a second.
-        processes.append(subprocess.Popen(  # noqa: S603
-            [xterm, "-geometry", "100x30+10+10", "-bg", "#103050", "-fg", "#f0f0f0",
-             "-title", "demo desktop", "-e", "/bin/sh", "-c", _CLOCK],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        ))
+        display, env = _start_desktop(workdir, geometry, xterm, processes,
+                                      command=("/bin/sh", "-c", _CLOCK))
         port = free_port()
         log_path = workdir / "freerdp-shadow.log"
         log = log_path.open("ab")  # FreeRDP logs to stdout
