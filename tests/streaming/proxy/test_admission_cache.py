@@ -226,3 +226,19 @@ def test_a_lock_reaches_another_portal_process_within_moments(worker, echo):
             statuses.append(client.get("/apps/echo/x").status_code)
         assert statuses[-1] == 403, statuses
         assert [client.get("/apps/echo/x").status_code for _ in range(3)] == [403, 403, 403]
+
+
+def test_a_resource_read_before_a_catalog_change_is_not_kept_after_it(echo, monkeypatch):
+    from streaming.proxy import access
+
+    real_load = access.load_resource
+
+    def load_while_an_admin_retags(slug):
+        row = real_load(slug)
+        access.catalog_cache.clear()  # the change's push arrives while the old row is in hand
+        return row
+
+    access.catalog_cache.clear()
+    monkeypatch.setattr(access, "load_resource", load_while_an_admin_retags)
+    assert access.catalog_cache.get("echo").slug == "echo"
+    assert access.catalog_cache.peek("echo") is None  # read next time, not served stale
