@@ -20,13 +20,11 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import aiohttp
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 from django.template.loader import render_to_string
-from multidict import CIMultiDict
 
 from portal.health import DEPENDENCY_ERRORS
 from portal.network import is_trusted, resolve_client_address
@@ -45,7 +43,7 @@ from streaming.proxy.headers import (
 from streaming.proxy.paths import PathError, ProxyPath, parse_target
 from streaming.proxy.ratelimit import limiter
 from streaming.proxy.records import AccessEntry, access_log
-from streaming.proxy.upstream import Upstream, UpstreamClients, UpstreamError
+from streaming.proxy.upstream import Upstream, UpstreamClients, UpstreamError, UpstreamResponse
 
 __all__ = ["ProxyApp"]
 
@@ -272,16 +270,14 @@ class ProxyApp:
             content = None
         else:
             content = _body(receive, ex)
-        client = self.clients.for_upstream(upstream)
         try:
-            response = await client.request(method, upstream.url(upstream_path, query),
-                                            headers=CIMultiDict(headers), data=content,
-                                            allow_redirects=False)
+            response = await self.clients.for_upstream(upstream).request(
+                method, upstream.target(upstream_path, query), headers, content)
         except TimeoutError:
             await self._page(send, ex, 504, "proxy/unavailable.html", decision="allow",
                              resource=admission.resource_name, timeout=True)
             return
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:  # refused, reset, closed, broken HTTP (UpstreamBroken)
             if _caused_by_client_leaving(exc):
                 raise _ClientGone from exc
             await self._page(send, ex, 502, "proxy/unavailable.html", decision="allow",
@@ -293,7 +289,7 @@ class ProxyApp:
             response.release()
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange,
-                     response: aiohttp.ClientResponse, upstream: Upstream, target: ProxyPath) -> None:
+                     response: UpstreamResponse, upstream: Upstream, target: ProxyPath) -> None:
         rewrite = ResponseRewrite(upstream.origin, upstream.base_path, target.prefix,
                                   frozenset((settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME)))
         headers = response_headers(response.raw_headers, rewrite)
@@ -307,7 +303,7 @@ class ProxyApp:
         watcher: asyncio.Task[None] | None = None
         length = response.content_length  # None when the upstream streams it chunked
         try:
-            async for chunk in response.content.iter_chunked(settings.PORTAL_PROXY_CHUNK_BYTES):
+            async for chunk in response.iter_chunks(settings.PORTAL_PROXY_CHUNK_BYTES):
                 if gone.is_set():
                     raise _ClientGone
                 ex.bytes_out += len(chunk)

@@ -1,0 +1,354 @@
+"""The upstream client: framing, keep-alive, timeouts and failures, on real sockets.
+
+Each test runs a small TCP server that answers with exactly the bytes the test gives it
+(well-formed or not), so what is checked is what the proxy does with real upstream
+behaviour: what it sends on the wire, when it reuses a connection, and how it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from streaming.proxy.models import AccessRecord
+from streaming.proxy.records import access_log
+from streaming.proxy.upstream import Upstream, UpstreamBroken, UpstreamClients
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Wire:
+    """A TCP server on 127.0.0.1 that records what it received and how often it was dialled."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.received: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.upstream: Upstream
+
+    async def __aenter__(self) -> Wire:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.handler(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.upstream = Upstream.parse(f"http://127.0.0.1:{port}/base/")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def head(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.received.append(head)
+        return head
+
+
+async def fetch(clients: UpstreamClients, upstream: Upstream, method: str = "GET", path: str = "/x",
+                headers: list[tuple[str, str]] | None = None, body=None) -> tuple[int, bytes, list]:
+    response = await clients.for_upstream(upstream).request(method, upstream.target(path, ""),
+                                                            headers or [], body)
+    try:
+        data = b"".join([chunk async for chunk in response.iter_chunks(65536)])
+        return response.status, data, response.raw_headers
+    finally:
+        response.release()
+
+
+def answering(*responses: bytes, close_after: bool = False) -> Callable[[Wire], Handler]:
+    """A handler that answers each request head with the next response, whichever connection
+    it arrives on; after the last one it closes (``close_after``) or waits for the client."""
+    queue = list(responses)
+
+    def bind(wire: Wire) -> Handler:
+        async def handler(reader, writer):
+            while queue:
+                await wire.head(reader)
+                writer.write(queue.pop(0))
+                await writer.drain()
+            if close_after:
+                return
+            await reader.read()  # keep the connection open until the client closes it
+        return handler
+    return bind
+
+
+async def serve(make: Callable[[Wire], Handler]) -> Wire:
+    wire = Wire(lambda r, w: None)  # type: ignore[arg-type,return-value]
+    wire.handler = make(wire)
+    return await wire.__aenter__()
+
+
+async def test_the_request_goes_out_exactly_as_vetted_and_the_connection_is_kept():
+    wire = await serve(answering(OK, OK))
+    clients = UpstreamClients()
+    try:
+        first = await fetch(clients, wire.upstream, path="/a%2Fb/../c?", headers=[("x-one", "1")])
+        second = await fetch(clients, wire.upstream, path="/again")
+    finally:
+        await clients.aclose()
+        await wire.__aexit__()
+    assert first[:2] == (200, b"hello") and second[:2] == (200, b"hello")
+    port = wire.upstream.port
+    assert wire.received[0] == (f"GET /base/a%2Fb/../c? HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
+                                "x-one: 1\r\n\r\n").encode()
+    assert wire.received[1].startswith(b"GET /base/again HTTP/1.1\r\n")
+    assert wire.connections == 1, "a keep-alive connection is reused"
+
+
+async def test_bodies_are_framed_whole_streamed_or_empty():
+    seen: list[bytes] = []
+
+    def make(wire: Wire) -> Handler:
+        async def handler(reader, writer):
+            while True:
+                head = await wire.head(reader)
+                if b"transfer-encoding: chunked" in head:
+                    body = b""
+                    while True:
+                        size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+                        body += (await reader.readexactly(size + 2))[:-2]
+                        if size == 0:
+                            break
+                else:
+                    length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+                    body = await reader.readexactly(length)
+                seen.append(body)
+                writer.write(OK)
+        return handler
+
+    async def stream():
+        for piece in (b"one ", b"two ", b"three"):
+            yield piece
+
+    wire = await serve(make)
+    clients = UpstreamClients()
+    try:
+        await fetch(clients, wire.upstream, "POST", body=b"held form")
+        await fetch(clients, wire.upstream, "POST", body=stream())
+        await fetch(clients, wire.upstream, "DELETE")
+        await fetch(clients, wire.upstream, "PUT", headers=[("content-length", "3")],
+                    body=(c async for c in _pieces(b"abc")))
+    finally:
+        await clients.aclose()
+        await wire.__aexit__()
+    assert seen == [b"held form", b"one two three", b"", b"abc"]
+    assert b"content-length: 9\r\n" in wire.received[0]
+    assert b"transfer-encoding: chunked\r\n" in wire.received[1]
+    assert b"content-length: 0\r\n" in wire.received[2]
+    assert b"transfer-encoding" not in wire.received[3], "the client's own length frames it"
+
+
+async def _pieces(data: bytes):
+    yield data
+
+
+async def test_chunked_and_read_to_close_answers_arrive_whole():
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    until_close = b"HTTP/1.0 200 OK\r\n\r\nall of it"
+    wire = await serve(answering(chunked, until_close, close_after=True))
+    clients = UpstreamClients()
+    try:
+        first = await fetch(clients, wire.upstream)
+        second = await fetch(clients, wire.upstream)
+    finally:
+        await clients.aclose()
+        await wire.__aexit__()
+    assert first[1] == b"abcde" and second[1] == b"all of it"
+
+
+async def test_an_interim_100_continue_is_skipped_for_the_real_answer():
+    wire = await serve(answering(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n"
+                                 b"content-length: 2\r\n\r\nok"))
+    clients = UpstreamClients()
+    try:
+        status, body, _ = await fetch(clients, wire.upstream, "POST", body=b"x")
+    finally:
+        await clients.aclose()
+        await wire.__aexit__()
+    assert (status, body) == (201, b"ok")
+
+
+async def test_a_head_answer_needs_no_body_and_its_connection_is_not_reused():
+    wire = await serve(answering(b"HTTP/1.1 200 OK\r\ncontent-length: 999\r\n\r\n", OK))
+    clients = UpstreamClients()
+    try:
+        head = await asyncio.wait_for(fetch(clients, wire.upstream, "HEAD"), 5)
+        after = await fetch(clients, wire.upstream)
+    finally:
+        await clients.aclose()
+        await wire.__aexit__()
+    assert head[:2] == (200, b"")
+    assert after[:2] == (200, b"hello")
+    assert wire.connections == 2
+
+
+@pytest.mark.parametrize("response", [
+    b"SMTP ready\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+    b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * (70 * 1024) + b"\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+], ids=["not-http", "two-lengths", "oversized-header", "unasked-upgrade"])
+async def test_a_garbled_answer_is_a_broken_upstream(response):
+    wire = await serve(answering(response))
+    clients = UpstreamClients()
+    try:
+        with pytest.raises(UpstreamBroken):
+            await fetch(clients, wire.upstream)
+    finally:
+        await clients.aclose()
+        await wire.__aexit__()
+
+
+async def test_an_answer_cut_short_fails_instead_of_passing_as_complete():
+    wire = await serve(answering(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this",
+                                 close_after=True))
+    clients = UpstreamClients()
+    try:
+        with pytest.raises(UpstreamBroken, match="mid-response"):
+            await fetch(clients, wire.upstream)
+    finally:
+        await clients.aclose()
+        await wire.__aexit__()
+
+
+async def test_a_silent_upstream_times_out_and_so_does_one_that_stalls_mid_body(settings):
+    settings.PORTAL_PROXY_READ_TIMEOUT = 0.3
+    silent = await serve(answering())
+
+    def stalling(wire: Wire) -> Handler:
+        async def handler(reader, writer):
+            await wire.head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
+            await reader.read()
+        return handler
+
+    stalls = await serve(stalling)
+    clients = UpstreamClients()
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(fetch(clients, silent.upstream), 5)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(fetch(clients, stalls.upstream), 5)
+    finally:
+        await clients.aclose()
+        await silent.__aexit__()
+        await stalls.__aexit__()
+
+
+async def test_a_kept_connection_closed_by_the_upstream_is_replaced_once_for_a_replayable_request():
+    def closes_after_each(wire: Wire) -> Handler:
+        async def handler(reader, writer):
+            await wire.head(reader)
+            writer.write(OK)  # announces keep-alive, then hangs up anyway
+            await writer.drain()
+        return handler
+
+    wire = await serve(closes_after_each)
+    clients = UpstreamClients()
+    try:
+        assert (await fetch(clients, wire.upstream))[1] == b"hello"
+        await asyncio.sleep(0.1)  # the close reaches the client while the connection is idle
+        assert (await fetch(clients, wire.upstream))[1] == b"hello"
+    finally:
+        await clients.aclose()
+        await wire.__aexit__()
+    assert wire.connections == 2
+
+
+async def test_an_unreachable_upstream_is_a_connection_error():
+    clients = UpstreamClients()
+    wire = await serve(answering())
+    upstream = wire.upstream
+    await wire.__aexit__()  # nothing listens on that port any more
+    try:
+        with pytest.raises(OSError):
+            await fetch(clients, upstream)
+    finally:
+        await clients.aclose()
+
+
+async def test_a_slow_reader_holds_a_bounded_amount_of_the_upstreams_answer():
+    size = 8 * 1024 * 1024
+
+    def big(wire: Wire) -> Handler:
+        async def handler(reader, writer):
+            await wire.head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+            for _ in range(size // 65536):
+                writer.write(b"z" * 65536)
+                await writer.drain()
+        return handler
+
+    wire = await serve(big)
+    clients = UpstreamClients()
+    upstream = wire.upstream
+    most_held, total = 0, 0
+    try:
+        response = await clients.for_upstream(upstream).request("GET", upstream.target("/", ""), [], None)
+        try:
+            async for chunk in response.iter_chunks(65536):
+                total += len(chunk)
+                await asyncio.sleep(0.002)  # a browser slower than the upstream
+                most_held = max(most_held, response._buffered)
+        finally:
+            response.release()
+    finally:
+        await clients.aclose()
+        await wire.__aexit__()
+    assert total == size
+    assert most_held < 1024 * 1024, f"held {most_held} bytes for a slow reader"
+
+
+# --- what the browser sees when the app fails -------------------------------------------
+
+
+def _listener() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock
+
+
+def test_an_app_that_cannot_be_reached_gets_a_502_page_and_a_record(web_resource, browser_for, worker):
+    closed = _listener()
+    port = closed.getsockname()[1]
+    closed.close()
+    web_resource("gone-app", f"http://127.0.0.1:{port}/")
+    response = browser_for(worker).get("/apps/gone-app/page")
+    assert response.status_code == 502
+    assert "could not be reached" in response.text
+    access_log.flush()
+    record = AccessRecord.objects.get(resource="gone-app")
+    assert (record.status, record.decision, record.actor) == (502, "allow", "wendy")
+
+
+def test_an_app_that_never_answers_gets_a_504_page(web_resource, browser_for, worker, settings):
+    settings.PORTAL_PROXY_READ_TIMEOUT = 0.5
+    silent = _listener()  # accepts (the kernel does), reads nothing, answers nothing
+    accepted: list[socket.socket] = []
+    thread = threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True)
+    thread.start()
+    web_resource("silent-app", f"http://127.0.0.1:{silent.getsockname()[1]}/")
+    try:
+        response = browser_for(worker).get("/apps/silent-app/page")
+    finally:
+        silent.close()
+        for sock in accepted:
+            sock.close()
+    assert response.status_code == 504
+    assert "took too long to answer" in response.text
