@@ -7,10 +7,12 @@ Each function reads the database once or twice and returns frozen data from
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import ipaddress
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -33,7 +35,10 @@ from tiers.types import (
 
 __all__ = [
     "CHALLENGE_TTL_SECONDS",
+    "CompiledRule",
     "classify",
+    "classify_compiled",
+    "compile_action_rules",
     "gather",
     "needs_lookups",
     "resolve_zone",
@@ -47,7 +52,11 @@ __all__ = [
 ]
 
 CHALLENGE_TTL_SECONDS = 300
-_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_ZONE_MEMO_SIZE = 4096
+
+# An action rule ready to match: (its methods, "*" included; its path's glob matcher; its class).
+CompiledRule = tuple[frozenset[str], Callable[[str], re.Match[str] | None], str]
 
 
 def session_hash(session_key: str | None) -> str:
@@ -116,16 +125,44 @@ def resolve_zone(address: str, zones: list[NetworkZone] | None = None) -> ZoneIn
     return _zone_of(ip, address, table)
 
 
+class _ZoneMemo:
+    """Addresses already resolved against one zone table (the proxy sees the same few clients
+    on every request). Holding the table itself, not its id, means a reloaded or cleared
+    table can never be mistaken for the one the answers came from."""
+
+    def __init__(self) -> None:
+        self._state: tuple[object, dict[str, ZoneInfo]] = (None, {})
+
+    def resolve(self, address: str, table: list[tuple[NetworkZone, list[Any]]]) -> ZoneInfo:
+        owner, answers = self._state
+        if owner is not table:
+            answers = {}
+            self._state = (table, answers)
+        zone = answers.get(address)
+        if zone is None:
+            try:
+                zone = _zone_of(ipaddress.ip_address(address), address, table)
+            except ValueError:
+                zone = ZoneInfo(address=address)
+            if len(answers) >= _ZONE_MEMO_SIZE:  # bounded: start over rather than grow
+                answers.clear()
+            answers[address] = zone
+        return zone
+
+
+_zone_memo = _ZoneMemo()
+
+
 def resolve_zone_in_memory(address: str) -> ZoneInfo | None:
-    """:func:`resolve_zone` from the zone table in memory; None when it must be read again."""
+    """:func:`resolve_zone` from the zone table in memory; None when it must be read again.
+
+    Answers are remembered per table (a :class:`ZoneInfo` is immutable), so a zone change,
+    which replaces the table, is seen on the next call.
+    """
     table = zone_table.peek()
     if table is None:
         return None
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return ZoneInfo(address=address)
-    return _zone_of(ip, address, table)
+    return _zone_memo.resolve(address, table)
 
 
 def _zone_of(ip: Any, address: str, table: list[tuple[NetworkZone, list[Any]]]) -> ZoneInfo:
@@ -166,18 +203,41 @@ def resource_info(resource: Resource) -> ResourceInfo:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _glob(pattern: str) -> Callable[[str], re.Match[str] | None]:
+    """The matcher :func:`fnmatch.fnmatchcase` uses for ``pattern``, compiled once per pattern."""
+    return re.compile(fnmatch.translate(pattern)).match
+
+
+def compile_action_rules(resource: Resource) -> tuple[CompiledRule, ...]:
+    """``resource``'s action rules, parsed once, for :func:`classify_compiled`.
+
+    A holder of a long-lived resource row (the proxy's catalog cache) keeps this next to the
+    row, so a request neither re-reads the related manager nor re-splits ``methods``.
+    """
+    return tuple(
+        (frozenset(m.strip().upper() for m in rule.methods.split(",") if m.strip()),
+         _glob(rule.path),
+         rule.action_class)
+        for rule in resource.action_rules.all())
+
+
+def classify_compiled(rules: tuple[CompiledRule, ...], method: str, path: str) -> ActionClass:
+    """:func:`classify` from rules made by :func:`compile_action_rules`."""
+    method = method.upper()
+    for methods, matches, action_class in rules:
+        if ("*" in methods or method in methods) and matches(path) is not None:
+            return ActionClass(action_class)
+    return ActionClass.READ if method in _SAFE_METHODS else ActionClass.WRITE
+
+
 def classify(resource: Resource, method: str, path: str) -> ActionClass:
     """The action class of ``method path`` on ``resource``: first matching rule, else by method.
 
     ``path`` must already be normalised by the enforcement point (no dot segments or
     encoded slashes), so a trick in the URL cannot pick a milder rule.
     """
-    method = method.upper()
-    for rule in resource.action_rules.all():
-        methods = {m.strip().upper() for m in rule.methods.split(",") if m.strip()}
-        if ("*" in methods or method in methods) and fnmatch.fnmatchcase(path, rule.path):
-            return ActionClass(rule.action_class)
-    return ActionClass.READ if method in _SAFE_METHODS else ActionClass.WRITE
+    return classify_compiled(compile_action_rules(resource), method, path)
 
 
 def _active_grant_expiry(user: AbstractBaseUser, resource: Resource) -> float | None:

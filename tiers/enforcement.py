@@ -24,6 +24,20 @@ from tiers.types import Action, Decision, DecisionInput, DeviceInfo, Outcome, Re
 __all__ = ["authorize", "classify", "decide_in_memory", "load_resource", "step_up_url", "verify_challenge"]
 
 
+_decision_counters: dict[tuple[str, str, str], Any] = {}
+
+
+def _count_decision(outcome: str, tier: str, action: str) -> None:
+    """``DECISIONS`` + 1 for these labels; the labelled child is looked up once per label set
+    (``labels()`` validates and locks on every call, too slow for each proxied request).
+    Nothing removes ``DECISIONS`` children, so a kept child is the one ``labels()`` returns."""
+    key = (outcome, tier, action)
+    child = _decision_counters.get(key)
+    if child is None:
+        child = _decision_counters[key] = DECISIONS.labels(outcome=outcome, tier=tier, action=action)
+    child.inc()
+
+
 def load_resource(slug: str) -> Resource | None:
     """A resource with everything the decision reads, in as few queries as possible."""
     return (Resource.objects.select_related("tier")
@@ -66,7 +80,7 @@ def authorize(user: AbstractBaseUser, session: Any, client_address: str, resourc
             {"action_class": str(action.action_class), "freshness": 0},
             "Enter a code from your authenticator app."),))
     DECISION_SECONDS.observe(time.perf_counter() - started)
-    DECISIONS.labels(outcome=str(decision.outcome), tier=inp.resource.tier.name, action=action.kind).inc()
+    _count_decision(str(decision.outcome), inp.resource.tier.name, action.kind)
     if audit_allows or not decision.allowed:
         record("decision", outcome=str(decision.outcome), actor=user.get_username(),
                resource=resource.slug, reasons=decision.reasons_as_data(),
@@ -86,8 +100,7 @@ def decide_in_memory(inp: DecisionInput) -> Decision:
     decision = decide(inp)
     if decision.allowed:  # anything else is counted when authorize() decides it again
         DECISION_SECONDS.observe(time.perf_counter() - started)
-        DECISIONS.labels(outcome=str(decision.outcome), tier=inp.resource.tier.name,
-                         action=inp.action.kind).inc()
+        _count_decision(str(decision.outcome), inp.resource.tier.name, inp.action.kind)
     return decision
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -29,7 +29,16 @@ from streaming.proxy import pending
 from streaming.proxy.admission_cache import admission_cache
 from streaming.proxy.assertion import Identity, KeyRing, assertion_claims, sign_assertion
 from streaming.proxy.ratelimit import limiter
-from tiers.context import needs_lookups, resolve_zone_in_memory, resource_info, user_groups, zone_table
+from tiers.context import (
+    CompiledRule,
+    classify_compiled,
+    compile_action_rules,
+    needs_lookups,
+    resolve_zone_in_memory,
+    resource_info,
+    user_groups,
+    zone_table,
+)
 from tiers.enforcement import authorize, classify, decide_in_memory, load_resource, step_up_url
 from tiers.models import ActionRule, NetworkZone, Resource, Tier
 from tiers.types import Action, Decision, DecisionInput, DeviceInfo, Outcome, Reason, ResourceInfo, Subject
@@ -39,13 +48,15 @@ __all__ = ["Admission", "GateRequest", "Verdict", "admit", "admit_from_memory", 
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _OTP = OTPMiddleware(lambda request: None)  # its device check, without the middleware chain
 _keyring: KeyRing | None = None
+_NO_DEVICE = DeviceInfo()  # the proxy knows no device; frozen, so one instance serves all
 
 
 def keyring() -> KeyRing:
     """The process's signing keys (one reader per process, reloads on rotation)."""
     global _keyring
-    if _keyring is None or str(_keyring.directory) != str(settings.PORTAL_ASSERTION_KEYS_DIR):
-        _keyring = KeyRing(settings.PORTAL_ASSERTION_KEYS_DIR)
+    directory = settings.PORTAL_ASSERTION_KEYS_DIR
+    if _keyring is None or str(_keyring.directory) != str(directory):
+        _keyring = KeyRing(directory)
     return _keyring
 
 
@@ -99,9 +110,18 @@ class Admission:
     context: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
+class _CatalogRow(NamedTuple):
+    """One cached resource. A catalog change replaces the whole row, rules included."""
+
+    loaded: float
+    resource: Any
+    info: ResourceInfo | None
+    rules: tuple[CompiledRule, ...]
+
+
 class _CatalogCache:
-    """Resources as :func:`load_resource` returns them (with their decision view), kept
-    ``ttl`` seconds per process.
+    """Resources as :func:`load_resource` returns them (with their decision view and their
+    action rules ready to match), kept ``ttl`` seconds per process.
 
     Catalog rows change rarely and the same resource is read on every request. A change in
     any process clears every process's copy at once (pushed through the admission cache's
@@ -109,27 +129,29 @@ class _CatalogCache:
     """
 
     def __init__(self) -> None:
-        self._rows: dict[str, tuple[float, Any, ResourceInfo | None]] = {}
+        self._rows: dict[str, _CatalogRow] = {}
         self._generation = 0  # bumped by every clear: a row read before a change is not kept
 
     def get(self, slug: str) -> Any:
         hit = self.peek(slug)
         if hit is not None:
-            return hit[0]
+            return hit.resource
         generation = self._generation
         resource = load_resource(slug)
         if settings.PORTAL_PROXY_CATALOG_CACHE_SECONDS > 0:
             info = resource_info(resource) if resource is not None else None
+            rules = compile_action_rules(resource) if resource is not None else ()
             if generation == self._generation:
-                self._rows[slug] = (time.monotonic(), resource, info)
+                self._rows[slug] = _CatalogRow(time.monotonic(), resource, info, rules)
         return resource
 
-    def peek(self, slug: str) -> tuple[Any, ResourceInfo | None] | None:
-        """(resource, its decision view) if fresh in memory, else None; never reads the database."""
+    def peek(self, slug: str) -> _CatalogRow | None:
+        """The row (resource, its decision view, its compiled rules) if fresh in memory, else
+        None; never reads the database."""
         hit = self._rows.get(slug)
-        if hit is None or time.monotonic() - hit[0] >= settings.PORTAL_PROXY_CATALOG_CACHE_SECONDS:
+        if hit is None or time.monotonic() - hit.loaded >= settings.PORTAL_PROXY_CATALOG_CACHE_SECONDS:
             return None
-        return hit[1], hit[2]
+        return hit
 
     def clear(self, **kwargs: Any) -> None:
         self._generation += 1
@@ -201,13 +223,13 @@ def admit_from_memory(req: GateRequest) -> Admission | None:
     if req.replay_token is not None:
         return None
     snapshot = admission_cache.get(req.session_key)
-    cached = catalog_cache.peek(req.slug) if snapshot is not None else None
-    if snapshot is None or cached is None or cached[1] is None:
+    row = catalog_cache.peek(req.slug) if snapshot is not None else None
+    if snapshot is None or row is None or row.info is None:
         return None
-    resource, info = cached
+    resource, info = row.resource, row.info
     if info.kind != "web":
         return None
-    action = Action("http", classify(resource, req.method, req.path), req.method, req.path)
+    action = Action("http", classify_compiled(row.rules, req.method, req.path), req.method, req.path)
     zone = resolve_zone_in_memory(req.client_address)
     if zone is None or needs_lookups(info.tier, action.action_class):
         return None
@@ -215,13 +237,12 @@ def admit_from_memory(req: GateRequest) -> Admission | None:
     identity = snapshot.identity
     subject = Subject(username=identity.username, groups=snapshot.groups, is_active=True,
                       mfa_age=None if snapshot.mfa_time is None else max(0.0, now - snapshot.mfa_time))
-    decision = decide_in_memory(DecisionInput(subject=subject, device=DeviceInfo(), zone=zone,
+    decision = decide_in_memory(DecisionInput(subject=subject, device=_NO_DEVICE, zone=zone,
                                               resource=info, action=action, now=now))
     if decision.outcome is not Outcome.ALLOW:
         return None
-    claims = assertion_claims(replace(identity, tier=info.tier.name), issuer=req.issuer,
-                              audience=resource.slug, now=now,
-                              lifetime=settings.PORTAL_ASSERTION_LIFETIME)
+    claims = assertion_claims(identity, issuer=req.issuer, audience=resource.slug, now=now,
+                              lifetime=settings.PORTAL_ASSERTION_LIFETIME, tier=info.tier.name)
     rate = decision.obligations.get("rate_limit_per_minute")
     return Admission(Verdict.ALLOW, actor=identity.username, user_id=snapshot.user_id,
                      upstream=resource.upstream,

@@ -17,7 +17,6 @@ import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,23 +83,32 @@ def _thumbprint(key: ec.EllipticCurvePrivateKey) -> str:
 
 
 def assertion_claims(identity: Identity, *, issuer: str, audience: str, now: float,
-                     lifetime: int) -> dict[str, Any]:
-    """The claim set for one request (pure: ``now`` and the lifetime come from the caller)."""
+                     lifetime: int, tier: str | None = None) -> dict[str, Any]:
+    """The claim set for one request (pure: ``now`` and the lifetime come from the caller).
+
+    ``tier``, when given, stands in for ``identity.tier``: the proxy keeps one tier-less
+    identity per session and names the tier per resource without copying the identity.
+    The ``jti`` is 128 random bits as 32 hex digits (cheaper than a uuid4, as unguessable).
+    """
     lifetime = max(1, min(int(lifetime), MAX_LIFETIME))
     issued = int(now)
     claims: dict[str, Any] = {
         "iss": issuer, "aud": audience, "sub": identity.subject,
         "preferred_username": identity.username, "email": identity.email,
-        "groups": list(identity.groups), "tier": identity.tier, "amr": list(identity.amr),
-        "auth_time": identity.auth_time, "mfa_time": identity.mfa_time,
-        "iat": issued, "nbf": issued, "exp": issued + lifetime, "jti": uuid.uuid4().hex,
+        "groups": list(identity.groups), "tier": identity.tier if tier is None else tier,
+        "amr": list(identity.amr), "auth_time": identity.auth_time, "mfa_time": identity.mfa_time,
+        "iat": issued, "nbf": issued, "exp": issued + lifetime, "jti": os.urandom(16).hex(),
     }
     return claims
 
 
 def sign_assertion(key: SigningKey, claims: Mapping[str, Any]) -> str:
-    """The compact JWS for ``claims``, with the key's ``kid`` in the header."""
-    return jwt.encode(dict(claims), key.private_key, algorithm=ALGORITHM,
+    """The compact JWS for ``claims``, with the key's ``kid`` in the header.
+
+    PyJWT copies the payload itself, so a dict is passed as is (no second copy).
+    """
+    payload = claims if isinstance(claims, dict) else dict(claims)
+    return jwt.encode(payload, key.private_key, algorithm=ALGORITHM,
                       headers={"kid": key.kid, "typ": "JWT"})
 
 
