@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 GROUP = "proxy-admission"
 _RESUBSCRIBE_SECONDS = 3600.0  # group membership in channels-redis expires after a day
 _SWEEP_FLOOR = 1024  # entries before the first sweep of expired ones
+_HASH_MEMO = 4096  # session keys whose hash is remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class AdmissionCache:
         self._catalog_hooks: list[Callable[[], None]] = []
         self._watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event, int, str]] = set()
         self._heard = False  # subscribed to the group (or the layer is this process alone)
+        self._hashes: dict[str, str] = {}
 
     # --- reading and writing --------------------------------------------------------
 
@@ -87,10 +89,19 @@ class AdmissionCache:
         """Whether answers may come from memory: cache on, and invalidations reach us."""
         return self.ttl() > 0 and self._heard
 
+    def _hash(self, session_key: str) -> str:
+        """:func:`session_hash`, remembered for the sessions seen lately (bounded)."""
+        hashed = self._hashes.get(session_key)
+        if hashed is None:
+            if len(self._hashes) >= _HASH_MEMO:
+                self._hashes.clear()
+            hashed = self._hashes[session_key] = session_hash(session_key)
+        return hashed
+
     def get(self, session_key: str | None) -> Snapshot | None:
         if not session_key or not self.usable():
             return None
-        key = session_hash(session_key)
+        key = self._hash(session_key)
         snapshot = self._entries.get(key)
         if snapshot is None:
             return None

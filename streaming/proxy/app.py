@@ -13,18 +13,21 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.dispatch import receiver
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 from django.template.loader import render_to_string
+from django.test.signals import setting_changed
 
 from portal.health import DEPENDENCY_ERRORS
 from portal.network import is_trusted, resolve_client_address
@@ -43,7 +46,13 @@ from streaming.proxy.headers import (
 from streaming.proxy.paths import PathError, ProxyPath, parse_target
 from streaming.proxy.ratelimit import limiter
 from streaming.proxy.records import AccessEntry, access_log
-from streaming.proxy.upstream import Upstream, UpstreamClients, UpstreamError, UpstreamResponse
+from streaming.proxy.upstream import (
+    Upstream,
+    UpstreamClients,
+    UpstreamError,
+    UpstreamResponse,
+    upstream_for,
+)
 
 __all__ = ["ProxyApp"]
 
@@ -54,6 +63,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 logger = logging.getLogger(__name__)
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _BODYLESS_STATUS = {204, 304}
+_HEADER_TABLE = "portal.headers"  # scope key of the request's header table (see _header)
 
 
 class _ClientGone(Exception):
@@ -65,7 +75,7 @@ class _Exchange:
 
     def __init__(self, scope: Scope) -> None:
         self.started = time.perf_counter()
-        self.request_id = uuid.uuid4().hex
+        self.request_id = os.urandom(16).hex()  # as unique as a uuid4, without building one
         self.method = scope["method"]
         self.slug = ""
         self.path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
@@ -85,10 +95,78 @@ class _Exchange:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
+    """The first value of header ``name`` (lower case), from a table built once per request."""
+    table = scope.get(_HEADER_TABLE)
+    if table is None:
+        table = {}
+        for key, value in scope["headers"]:
+            table.setdefault(key.lower(), value)
+        scope[_HEADER_TABLE] = table
+    value = table.get(name)
+    return None if value is None else value.decode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class _Conf:
+    """The settings a proxied request reads, looked up once (Django's settings object costs a
+    microsecond per read, twenty times a request); rebuilt whenever a setting changes."""
+
+    trusted_proxies: Any
+    allowed_hosts: tuple[str, ...]
+    ssl_redirect: bool
+    issuer: str
+    session_cookie: str
+    portal_cookies: tuple[str, str]
+    chunk_bytes: int
+    security_headers: tuple[tuple[bytes, bytes], ...]
+    valid_hosts: dict[str, bool]  # memo of host_allowed per Host header
+
+    @classmethod
+    def load(cls) -> _Conf:
+        hsts: list[tuple[bytes, bytes]] = []
+        if settings.SECURE_HSTS_SECONDS:
+            value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+                value += "; includeSubDomains"
+            hsts.append((b"strict-transport-security", value.encode()))
+        return cls(
+            trusted_proxies=settings.PORTAL_TRUSTED_PROXIES,
+            allowed_hosts=tuple(settings.ALLOWED_HOSTS)
+            + (("localhost", "127.0.0.1", "[::1]") if settings.DEBUG else ()),
+            ssl_redirect=bool(settings.SECURE_SSL_REDIRECT),
+            issuer=settings.PORTAL_ASSERTION_ISSUER or "",
+            session_cookie=settings.SESSION_COOKIE_NAME,
+            portal_cookies=(settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME),
+            chunk_bytes=int(settings.PORTAL_PROXY_CHUNK_BYTES),
+            security_headers=tuple(hsts),
+            valid_hosts={},
+        )
+
+    def host_allowed(self, host: str) -> bool:
+        """Whether the Host header names this portal (Django's own check, remembered)."""
+        known = self.valid_hosts.get(host)
+        if known is None:
+            domain, _port = split_domain_port(host)
+            known = bool(domain) and validate_host(domain, list(self.allowed_hosts))
+            if len(self.valid_hosts) < 1024:  # a bounded memo: odd Host headers are not kept
+                self.valid_hosts[host] = known
+        return known
+
+
+_conf_cache: _Conf | None = None
+
+
+def _conf() -> _Conf:
+    global _conf_cache
+    if _conf_cache is None:
+        _conf_cache = _Conf.load()
+    return _conf_cache
+
+
+@receiver(setting_changed)
+def _settings_changed(**_kwargs: Any) -> None:
+    global _conf_cache
+    _conf_cache = None
 
 
 class ProxyApp:
@@ -139,21 +217,20 @@ class ProxyApp:
             return
         ex.slug, ex.path = target.slug, (target.upstream_path or "/") + (f"?{query}" if query else "")
 
+        conf = _conf()
         host = _header(scope, b"host") or ""
         peer = ex.client_address
-        trusted = settings.PORTAL_TRUSTED_PROXIES
+        trusted = conf.trusted_proxies
         scheme = scope.get("scheme", "http")
         if is_trusted(peer, trusted):
             ex.client_address = resolve_client_address(peer, _header(scope, b"x-forwarded-for"), trusted)
             if (_header(scope, b"x-forwarded-proto") or "").strip().lower() == "https":
                 scheme = "https"
-        domain, _port = split_domain_port(host)
-        allowed = settings.ALLOWED_HOSTS + (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
-        if not domain or not validate_host(domain, allowed):
+        if not conf.host_allowed(host):
             await self._page(send, ex, 400, "proxy/bad_request.html", decision="bad_request",
                              problem="unknown host")
             return
-        if scheme != "https" and settings.SECURE_SSL_REDIRECT:
+        if scheme != "https" and conf.ssl_redirect:
             await self._redirect(send, ex, f"https://{host}{target.portal_path}", 301, "redirect")
             return
         if not target.upstream_path:
@@ -179,7 +256,7 @@ class ProxyApp:
         req = GateRequest(
             slug=target.slug, method=ex.method, path=target.path, portal_path=target.portal_path,
             session_key=_session_key(scope), client_address=ex.client_address,
-            request_id=ex.request_id, issuer=settings.PORTAL_ASSERTION_ISSUER or f"https://{host}",
+            request_id=ex.request_id, issuer=conf.issuer or f"https://{host}",
             replay_token=replay_token)
         admission = admit_from_memory(req)
         bucket = admission.bucket if admission is not None else None
@@ -245,7 +322,7 @@ class ProxyApp:
                        target: ProxyPath, admission: Admission, length: int | None, *,
                        scheme: str, host: str) -> None:
         try:
-            upstream = Upstream.parse(admission.upstream)
+            upstream = upstream_for(admission.upstream)
         except UpstreamError:
             logger.error("resource %s has an unusable upstream", target.slug)
             await self._page(send, ex, 502, "proxy/unavailable.html", decision="error")
@@ -259,7 +336,7 @@ class ProxyApp:
         headers = upstream_request_headers(
             raw_headers, assertion=admission.assertion, client_address=ex.client_address,
             proto=scheme, host=host, prefix=target.prefix.rstrip("/"),
-            portal_cookies=(settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME))
+            portal_cookies=_conf().portal_cookies)
         headers.append(("x-request-id", ex.request_id))
         content: bytes | AsyncIterator[bytes] | None
         if held is not None:
@@ -290,8 +367,9 @@ class ProxyApp:
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange,
                      response: UpstreamResponse, upstream: Upstream, target: ProxyPath) -> None:
+        conf = _conf()
         rewrite = ResponseRewrite(upstream.origin, upstream.base_path, target.prefix,
-                                  frozenset((settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME)))
+                                  frozenset(conf.portal_cookies))
         headers = response_headers(response.raw_headers, rewrite)
         headers += _security_headers(ex)
         ex.status = response.status
@@ -303,7 +381,7 @@ class ProxyApp:
         watcher: asyncio.Task[None] | None = None
         length = response.content_length  # None when the upstream streams it chunked
         try:
-            async for chunk in response.iter_chunks(settings.PORTAL_PROXY_CHUNK_BYTES):
+            async for chunk in response.iter_chunks(conf.chunk_bytes):
                 if gone.is_set():
                     raise _ClientGone
                 ex.bytes_out += len(chunk)
@@ -312,7 +390,7 @@ class ProxyApp:
                     await send({"type": "http.response.body", "body": chunk, "more_body": False})
                     return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if watcher is None and ex.bytes_out > settings.PORTAL_PROXY_CHUNK_BYTES:
+                if watcher is None and ex.bytes_out > conf.chunk_bytes:
                     # A long download: notice the browser leaving instead of reading on.
                     watcher = asyncio.create_task(_watch_disconnect(receive, gone))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -358,13 +436,7 @@ class ProxyApp:
 
 
 def _security_headers(ex: _Exchange) -> list[tuple[bytes, bytes]]:
-    headers = [(b"x-request-id", ex.request_id.encode())]
-    if settings.SECURE_HSTS_SECONDS:
-        value = f"max-age={settings.SECURE_HSTS_SECONDS}"
-        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-            value += "; includeSubDomains"
-        headers.append((b"strict-transport-security", value.encode()))
-    return headers
+    return [(b"x-request-id", ex.request_id.encode()), *_conf().security_headers]
 
 
 def _session_key(scope: Scope) -> str | None:
@@ -372,7 +444,7 @@ def _session_key(scope: Scope) -> str | None:
     if not raw:
         return None
     # Django's own parser, so the proxy and the portal's pages agree on which cookie counts.
-    return parse_cookie(raw).get(settings.SESSION_COOKIE_NAME) or None
+    return parse_cookie(raw).get(_conf().session_cookie) or None
 
 
 def _wants_json(scope: Scope) -> bool:

@@ -218,6 +218,11 @@ class ResponseRewrite:
         return "; ".join(kept)
 
 
+_HOP_BY_HOP_BYTES = frozenset(n.encode() for n in HOP_BY_HOP)
+_RESPONSE_DROP_BYTES = frozenset(n.encode() for n in _RESPONSE_DROP)
+_REWRITTEN = frozenset({b"location", b"content-location", b"set-cookie", b"refresh"})
+
+
 def response_headers(headers: Iterable[tuple[bytes, bytes]], rewrite: ResponseRewrite,
                      *, keep_upgrade: bool = False) -> list[tuple[bytes, bytes]]:
     """The upstream's response headers as the browser may see them."""
@@ -226,12 +231,16 @@ def response_headers(headers: Iterable[tuple[bytes, bytes]], rewrite: ResponseRe
     for name, value in headers:
         if name.lower() == b"connection":
             named_by_connection.update(t.strip().lower() for t in value.split(b","))
-    hop = HOP_BY_HOP - {"upgrade"} if keep_upgrade else HOP_BY_HOP
+    hop = _HOP_BY_HOP_BYTES - {b"upgrade"} if keep_upgrade else _HOP_BY_HOP_BYTES
     out: list[tuple[bytes, bytes]] = []
     for raw_name, raw_value in headers:
-        name = raw_name.decode("latin-1").lower()
-        if name in hop or raw_name.lower() in named_by_connection or name in _RESPONSE_DROP:
+        lowered = raw_name.lower()
+        if lowered in hop or lowered in named_by_connection or lowered in _RESPONSE_DROP_BYTES:
             continue
+        if lowered not in _REWRITTEN:
+            out.append((lowered, raw_value))  # passed on as it came (most headers)
+            continue
+        name = lowered.decode("latin-1")
         value = raw_value.decode("latin-1")
         if name in ("location", "content-location"):
             value = rewrite.location(value)

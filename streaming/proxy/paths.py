@@ -23,6 +23,7 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ALLOWED_RAW = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$")
 _DANGEROUS_DECODED = re.compile(r"%(2e|2f|5c|00|25)", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class PathError(ValueError):
@@ -50,7 +51,7 @@ class ProxyPath:
 def _check_segments(path: str) -> None:
     if "\\" in path:
         raise PathError("backslash in path")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if _CONTROL.search(path):
         raise PathError("control character in path")
     segments = path.split("/")[1:]
     for index, segment in enumerate(segments):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -38,7 +39,8 @@ from urllib.parse import urlsplit
 import httptools
 from django.conf import settings
 
-__all__ = ["Upstream", "UpstreamBroken", "UpstreamClients", "UpstreamError", "UpstreamResponse"]
+__all__ = ["Upstream", "UpstreamBroken", "UpstreamClients", "UpstreamError", "UpstreamResponse",
+           "upstream_for"]
 
 MAX_RESPONSE_FIELD = 64 * 1024  # one response header line (large Set-Cookie values)
 MAX_RESPONSE_HEAD = 256 * 1024  # all of a response's header lines together
@@ -91,6 +93,12 @@ class Upstream:
         vetted path, sent exactly as it is (no re-quoting)."""
         raw = self.base_path + upstream_path.lstrip("/")
         return raw + (f"?{query}" if query else "")
+
+
+@functools.lru_cache(maxsize=1024)
+def upstream_for(url: str) -> Upstream:
+    """:meth:`Upstream.parse`, remembered: a resource's upstream is read on every request."""
+    return Upstream.parse(url)
 
 
 Body = bytes | AsyncIterator[bytes] | None
@@ -431,7 +439,9 @@ class _Pool:
         self.loop = loop
         self.read_timeout = float(settings.PORTAL_PROXY_READ_TIMEOUT)
         self.connect_timeout = float(settings.PORTAL_PROXY_CONNECT_TIMEOUT)
-        self._slots = asyncio.Semaphore(int(settings.PORTAL_PROXY_MAX_CONNECTIONS))
+        self._limit = int(settings.PORTAL_PROXY_MAX_CONNECTIONS)
+        self._busy = 0  # connections lent out or being dialled
+        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()  # waiting for one
         self._idle: list[_Connection] = []
         self._ssl = ssl.create_default_context() if upstream.scheme == "https" else None
         self._host_line = f"host: {upstream.host_header}\r\n"
@@ -482,8 +492,33 @@ class _Pool:
         lines.append("\r\n")
         return "".join(lines).encode("latin-1"), chunked
 
+    async def _take_slot(self) -> None:
+        """One of the ``limit`` connection slots (in order of asking when all are busy)."""
+        if self._busy < self._limit and not self._queue:
+            self._busy += 1
+            return
+        waiter = self.loop.create_future()
+        self._queue.append(waiter)
+        try:
+            await waiter  # the slot is handed over by _free_slot: _busy already counts it
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._free_slot()  # handed over just as we gave up: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # already skipped by _free_slot
+                    self._queue.remove(waiter)
+            raise
+
+    def _free_slot(self) -> None:
+        while self._queue:
+            waiter = self._queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._busy -= 1
+
     async def _acquire(self) -> _Connection:
-        await self._slots.acquire()
+        await self._take_slot()
         now = self.loop.time()
         while self._idle:
             connection = self._idle.pop()
@@ -496,7 +531,7 @@ class _Pool:
                     lambda: _Connection(self), self.upstream.host, self.upstream.port, ssl=self._ssl,
                     server_hostname=self.upstream.host if self._ssl else None)
         except BaseException:
-            self._slots.release()
+            self._free_slot()
             raise
         return connection
 
@@ -504,7 +539,7 @@ class _Pool:
         if reusable:
             connection.idle_since = self.loop.time()
             self._idle.append(connection)
-        self._slots.release()
+        self._free_slot()
 
     def close(self) -> None:
         idle, self._idle = self._idle, []

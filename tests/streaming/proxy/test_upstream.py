@@ -282,6 +282,42 @@ async def test_an_unreachable_upstream_is_a_connection_error():
         await clients.aclose()
 
 
+async def test_no_more_connections_than_the_limit_and_every_request_is_served(settings):
+    settings.PORTAL_PROXY_MAX_CONNECTIONS = 2
+    open_now, most_open = 0, 0
+
+    def slow(wire: Wire) -> Handler:
+        async def handler(reader, writer):
+            nonlocal open_now, most_open
+            open_now += 1
+            most_open = max(most_open, open_now)
+            try:
+                while True:
+                    await wire.head(reader)
+                    await asyncio.sleep(0.05)
+                    writer.write(OK)
+                    await writer.drain()
+            finally:
+                open_now -= 1
+        return handler
+
+    wire = await serve(slow)
+    clients = UpstreamClients()
+    try:
+        first = [asyncio.create_task(fetch(clients, wire.upstream)) for _ in range(2)]
+        await asyncio.sleep(0.01)  # both slots busy
+        given_up = asyncio.create_task(fetch(clients, wire.upstream))
+        await asyncio.sleep(0.01)  # queued behind them
+        given_up.cancel()  # a request that leaves while queued gives its turn away
+        results = await asyncio.gather(*first, *(fetch(clients, wire.upstream) for _ in range(5)))
+        assert given_up.cancelled()
+    finally:
+        await clients.aclose()
+        await wire.__aexit__()
+    assert [r[1] for r in results] == [b"hello"] * 7
+    assert most_open <= 2 and wire.connections <= 2
+
+
 async def test_a_slow_reader_holds_a_bounded_amount_of_the_upstreams_answer():
     size = 8 * 1024 * 1024
 
