@@ -120,6 +120,7 @@ class _Conf:
     chunk_bytes: int
     security_headers: tuple[tuple[bytes, bytes], ...]
     valid_hosts: dict[str, bool]  # memo of host_allowed per Host header
+    trusted_peers: dict[str, bool]  # memo of is_trusted per peer address
 
     @classmethod
     def load(cls) -> _Conf:
@@ -140,7 +141,17 @@ class _Conf:
             chunk_bytes=int(settings.PORTAL_PROXY_CHUNK_BYTES),
             security_headers=tuple(hsts),
             valid_hosts={},
+            trusted_peers={},
         )
+
+    def peer_trusted(self, peer: str) -> bool:
+        """Whether ``peer`` is one of the trusted proxies (remembered per address, bounded)."""
+        known = self.trusted_peers.get(peer)
+        if known is None:
+            known = is_trusted(peer, self.trusted_proxies)
+            if len(self.trusted_peers) < 1024:
+                self.trusted_peers[peer] = known
+        return known
 
     def host_allowed(self, host: str) -> bool:
         """Whether the Host header names this portal (Django's own check, remembered)."""
@@ -222,7 +233,7 @@ class ProxyApp:
         peer = ex.client_address
         trusted = conf.trusted_proxies
         scheme = scope.get("scheme", "http")
-        if is_trusted(peer, trusted):
+        if conf.peer_trusted(peer):
             ex.client_address = resolve_client_address(peer, _header(scope, b"x-forwarded-for"), trusted)
             if (_header(scope, b"x-forwarded-proto") or "").strip().lower() == "https":
                 scheme = "https"

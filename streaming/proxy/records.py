@@ -133,8 +133,11 @@ assert _COLUMNS[-1] == "time"
 
 
 def _insert(model: type, batch: list[AccessEntry]) -> None:
-    """One ``executemany`` INSERT for the batch: the rows are plain values, so the ORM's
-    per-object work (a fifth of a busy proxy's CPU) buys nothing here."""
+    """One ``executemany`` INSERT for the batch (one COPY on PostgreSQL): the rows are plain
+    values, so the ORM's per-object work (a fifth of a busy proxy's CPU) buys nothing here."""
+    if connection.vendor == "postgresql":
+        _copy(model, batch)
+        return
     ops = connection.ops
     sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - the model's own names; values are parameters
         ops.quote_name(model._meta.db_table), ", ".join(ops.quote_name(c) for c in _COLUMNS),
@@ -143,6 +146,17 @@ def _insert(model: type, batch: list[AccessEntry]) -> None:
     rows = [(*r[:-1], adapt(r[-1])) for r in map(_row, batch)]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+def _copy(model: type, batch: list[AccessEntry]) -> None:
+    """PostgreSQL: the batch through one ``COPY ... FROM STDIN`` (psycopg's C row writer), a
+    fraction of an INSERT's per-row work in the writer thread."""
+    ops = connection.ops
+    sql = "COPY {} ({}) FROM STDIN".format(
+        ops.quote_name(model._meta.db_table), ", ".join(ops.quote_name(c) for c in _COLUMNS))
+    with transaction.atomic(), connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for entry in batch:
+            copy.write_row(_row(entry))
 
 
 access_log = AccessLog()
