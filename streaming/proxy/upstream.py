@@ -359,6 +359,8 @@ class _Connection(asyncio.Protocol):
                        chunked: bool) -> UpstreamResponse:
         """Send one request and return its response once the head has arrived."""
         assert self.transport is not None
+        if self.closed:  # the upstream hung up between our check and this write
+            raise UpstreamBroken("the upstream closed the connection")
         self.exchanges += 1
         self.received = False
         self._head_only, self._keep_alive, self._response = head_only, False, None
