@@ -121,6 +121,7 @@ class Config:
     siem_syslog: str | None = None
     guacd_tls: bool = False
     guacd_ca_file: Path | None = None
+    proxy_ca_file: Path | None = None
 
 
 def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
@@ -168,6 +169,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         siem_syslog=_url(env, "PORTAL_SIEM_SYSLOG", ("udp", "tcp")),
         guacd_tls=_flag(env, "GUACD_TLS"),
         guacd_ca_file=_ca_file(env, "GUACD_CA_FILE"),
+        proxy_ca_file=_ca_file(env, "PORTAL_PROXY_CA_FILE"),
     )
 
 

@@ -302,6 +302,7 @@ PORTAL_ASSERTION_LIFETIME = 120  # seconds; the code caps it at 300
 PORTAL_ASSERTION_ISSUER: str | None = None  # None: https://<host the request came to>
 PORTAL_PROXY_CONNECT_TIMEOUT = 5.0
 PORTAL_PROXY_READ_TIMEOUT = 60.0  # also the write timeout: a stalled upstream is cut off
+PORTAL_PROXY_CA_FILE = CONFIG.proxy_ca_file  # CA bundle for https/wss upstreams (None: system trust store)
 PORTAL_PROXY_MAX_CONNECTIONS = 100  # per upstream origin, kept alive between requests
 PORTAL_PROXY_CHUNK_BYTES = 64 * 1024  # streaming unit both ways: memory per request is O(this)
 PORTAL_PROXY_HOLD_MAX_BYTES = 256 * 1024  # largest form post kept across a step-up

@@ -40,7 +40,7 @@ import httptools
 from django.conf import settings
 
 __all__ = ["Upstream", "UpstreamBroken", "UpstreamClients", "UpstreamError", "UpstreamResponse",
-           "upstream_for"]
+           "upstream_for", "upstream_tls"]
 
 MAX_RESPONSE_FIELD = 64 * 1024  # one response header line (large Set-Cookie values)
 MAX_RESPONSE_HEAD = 256 * 1024  # all of a response's header lines together
@@ -93,6 +93,19 @@ class Upstream:
         vetted path, sent exactly as it is (no re-quoting)."""
         raw = self.base_path + upstream_path.lstrip("/")
         return raw + (f"?{query}" if query else "")
+
+
+def upstream_tls() -> ssl.SSLContext:
+    """How HTTPS (and WSS) upstreams are verified: certificate and host name, against
+    ``PORTAL_PROXY_CA_FILE`` (an internal CA) when set, else the system's trust store."""
+    return _tls_context(str(settings.PORTAL_PROXY_CA_FILE or ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_file: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 @functools.lru_cache(maxsize=1024)
@@ -445,7 +458,7 @@ class _Pool:
         self._busy = 0  # connections lent out or being dialled
         self._queue: collections.deque[asyncio.Future[None]] = collections.deque()  # waiting for one
         self._idle: list[_Connection] = []
-        self._ssl = ssl.create_default_context() if upstream.scheme == "https" else None
+        self._ssl = upstream_tls() if upstream.scheme == "https" else None
         self._host_line = f"host: {upstream.host_header}\r\n"
 
     async def request(self, method: str, target: str, headers: list[tuple[str, str]],

@@ -56,7 +56,7 @@ from streaming.proxy.headers import (
 )
 from streaming.proxy.paths import PathError, parse_target
 from streaming.proxy.records import AccessEntry, access_log
-from streaming.proxy.upstream import Upstream, UpstreamError
+from streaming.proxy.upstream import Upstream, UpstreamError, upstream_tls
 
 __all__ = ["CLOSE_FORBIDDEN", "CLOSE_NOT_FOUND", "CLOSE_RATE_LIMITED", "CLOSE_UNAUTHENTICATED",
            "WebSocketProxy", "refusal"]
@@ -248,6 +248,7 @@ class WebSocketProxy:
             conn = await _NoRedirects(
                 url, additional_headers=headers, user_agent_header=None, proxy=None,
                 subprotocols=scope.get("subprotocols") or None,
+                ssl=upstream_tls() if upstream.scheme == "https" else None,
                 open_timeout=settings.PORTAL_PROXY_CONNECT_TIMEOUT,
                 max_size=int(_setting("PORTAL_PROXY_WS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024)),
                 max_queue=int(_setting("PORTAL_PROXY_WS_QUEUE", 8)),

@@ -8,15 +8,19 @@ behaviour: what it sends on the wire, when it reuses a connection, and how it fa
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 
 import pytest
 
+from portal.config import ConfigError, load_config
 from streaming.proxy.models import AccessRecord
 from streaming.proxy.records import access_log
 from streaming.proxy.upstream import Upstream, UpstreamBroken, UpstreamClients
+from tests.upstreams.launch import tls_files
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
 
@@ -33,7 +37,7 @@ class Wire:
         self.server: asyncio.Server | None = None
         self.upstream: Upstream
 
-    async def __aenter__(self) -> Wire:
+    async def __aenter__(self, tls: ssl.SSLContext | None = None) -> Wire:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.connections += 1
             try:
@@ -43,9 +47,10 @@ class Wire:
             finally:
                 writer.close()
 
-        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
         port = self.server.sockets[0].getsockname()[1]
-        self.upstream = Upstream.parse(f"http://127.0.0.1:{port}/base/")
+        scheme = "https" if tls else "http"
+        self.upstream = Upstream.parse(f"{scheme}://127.0.0.1:{port}/base/")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -87,10 +92,10 @@ def answering(*responses: bytes, close_after: bool = False) -> Callable[[Wire], 
     return bind
 
 
-async def serve(make: Callable[[Wire], Handler]) -> Wire:
+async def serve(make: Callable[[Wire], Handler], tls: ssl.SSLContext | None = None) -> Wire:
     wire = Wire(lambda r, w: None)  # type: ignore[arg-type,return-value]
     wire.handler = make(wire)
-    return await wire.__aenter__()
+    return await wire.__aenter__(tls)
 
 
 async def test_the_request_goes_out_exactly_as_vetted_and_the_connection_is_kept():
@@ -280,6 +285,34 @@ async def test_an_unreachable_upstream_is_a_connection_error():
             await fetch(clients, upstream)
     finally:
         await clients.aclose()
+
+
+async def test_an_https_upstream_is_verified_against_the_configured_ca_and_nothing_else(
+        settings, tmp_path):
+    key, cert = tls_files(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    wire = await serve(answering(OK, OK), tls=server_tls)
+    try:
+        settings.PORTAL_PROXY_CA_FILE = None  # the system's trust store: our local CA is not in it
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await fetch(UpstreamClients(), wire.upstream)
+        settings.PORTAL_PROXY_CA_FILE = tmp_path / "ca.pem"
+        clients = UpstreamClients()
+        try:
+            status, body, _ = await fetch(clients, wire.upstream)
+        finally:
+            await clients.aclose()
+    finally:
+        await wire.__aexit__()
+    assert (status, body) == (200, b"hello")
+    assert wire.received[-1].startswith(b"GET /base/x HTTP/1.1\r\n")
+
+
+def test_a_missing_upstream_ca_file_stops_the_portal_at_start(tmp_path):
+    with pytest.raises(ConfigError, match="PORTAL_PROXY_CA_FILE"):
+        load_config({"PORTAL_PROXY_CA_FILE": str(tmp_path / "nowhere.pem"),
+                     "PORTAL_SECRET_KEY": secrets.token_urlsafe(64)})
 
 
 async def test_no_more_connections_than_the_limit_and_every_request_is_served(settings):
