@@ -12,5 +12,6 @@ RUN pip install --no-cache-dir . && python manage.py collectstatic --no-input -v
 RUN useradd --system --uid 10001 portal && mkdir -p /app/var && chown portal /app/var
 USER portal
 EXPOSE 8000
-CMD ["uvicorn", "portal.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
+CMD ["uvicorn", "portal.asgi:application", "--http", "portal.server:PortalHttpProtocol", \
+     "--host", "0.0.0.0", "--port", "8000", \
      "--no-proxy-headers", "--no-server-header"]

@@ -163,6 +163,7 @@ def main() -> None:
             raise SystemExit(f"{program} is not installed")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
 
+    from portal.server import HTTP_PROTOCOL
     from tests.upstreams.launch import free_port
 
     py = sys.executable
@@ -194,7 +195,8 @@ def main() -> None:
                                        "daemon off;"]))
         env = {**os.environ, "PORTAL_TRUSTED_PROXIES": "127.0.0.1/32"}
         procs.append(subprocess.Popen(
-            [py, "-m", "uvicorn", "portal.asgi:application", "--port", str(portal_port), "--log-level",
+            [py, "-m", "uvicorn", "portal.asgi:application", "--http", HTTP_PROTOCOL,
+             "--port", str(portal_port), "--log-level",
              "warning", "--no-access-log", "--no-proxy-headers", "--no-server-header",
              "--workers", str(args.workers)],
             cwd=ROOT, env=env))

@@ -49,6 +49,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 SLUG = "bench-desktop"
@@ -687,10 +688,13 @@ def main() -> None:
             db.execute("PRAGMA journal_mode=WAL")
         password = secrets.token_urlsafe(24)
         totp_code = _prepare_database(vnc, password)
+        from portal.server import HTTP_PROTOCOL
+
         port = free_port()
         log = workdir / "portal.log"
         portal = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1", "--port",
+            [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--http", HTTP_PROTOCOL,
+             "--host", "127.0.0.1", "--port",
              str(port), "--log-level", "warning", "--no-access-log", "--no-proxy-headers",
              "--no-server-header"],
             cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -37,8 +37,8 @@ fi
 
 # --no-proxy-headers: only the portal's own middleware decides whom to believe about
 # X-Forwarded-For (PORTAL_TRUSTED_PROXIES), never the server's defaults.
-.venv/bin/uvicorn portal.asgi:application --host 127.0.0.1 --port "$PORT" \
-  --ssl-keyfile var/tls/server-key.pem --ssl-certfile var/tls/server.pem \
+.venv/bin/uvicorn portal.asgi:application --http portal.server:PortalHttpProtocol \
+  --host 127.0.0.1 --port "$PORT" --ssl-keyfile var/tls/server-key.pem --ssl-certfile var/tls/server.pem \
   --no-proxy-headers --no-server-header --log-level warning & pids+=($!)
 
 for _ in $(seq 1 50); do

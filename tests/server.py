@@ -15,6 +15,8 @@ from pathlib import Path
 
 from django.db import connection
 
+from portal.server import HTTP_PROTOCOL
+
 ROOT = Path(__file__).resolve().parent.parent
 TLS_DIR = ROOT / "var" / "tls"
 
@@ -50,7 +52,8 @@ def run_portal(env: dict[str, str] | None = None, *, wait_ready: bool = True) ->
                 "DATABASE_URL": database_url_of_test_db(), **(env or {})}
     log = open(ROOT / "var" / f"portal-test-{port}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "uvicorn"), "portal.asgi:application", "--host", "127.0.0.1",
+        [str(Path(sys.executable).parent / "uvicorn"), "portal.asgi:application",
+         "--http", HTTP_PROTOCOL, "--host", "127.0.0.1",
          "--port", str(port), "--ssl-keyfile", str(TLS_DIR / "server-key.pem"),
          "--ssl-certfile", str(TLS_DIR / "server.pem"), "--no-proxy-headers", "--log-level", "warning"],
         cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from portal.server import HTTP_PROTOCOL
 from streaming.proxy.demo_app import command as datasette_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +103,8 @@ def portal_in_thread(tls_dir: Path) -> Iterator[str]:
 
     key, cert = tls_files(tls_dir)
     port = free_port()
-    config = uvicorn.Config(application, host="127.0.0.1", port=port, ssl_keyfile=str(key),
+    config = uvicorn.Config(application, http=HTTP_PROTOCOL, host="127.0.0.1", port=port,
+                            ssl_keyfile=str(key),
                             ssl_certfile=str(cert), lifespan="on", log_level="warning",
                             access_log=False, proxy_headers=False, server_header=False)
     server = uvicorn.Server(config)
