@@ -47,6 +47,7 @@ MAX_RESPONSE_HEAD = 256 * 1024  # all of a response's header lines together
 _HIGH_WATER = 256 * 1024  # response bytes waiting for the browser before reading pauses
 _KEEPALIVE_SECONDS = 30.0  # an idle connection older than this is not reused
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # no Content-Length: 0 added
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 
 
 class UpstreamError(ValueError):
@@ -227,6 +228,7 @@ class _Connection(asyncio.Protocol):
         self.exchanges = 0  # started on this connection
         self.idle_since = 0.0
         self.received = False  # any byte of the current exchange's response
+        self.sent = False  # any byte of the current exchange's request
         self._head_waiter: asyncio.Future[UpstreamResponse] | None = None
         self._head_only = False
         self._response: UpstreamResponse | None = None
@@ -372,10 +374,11 @@ class _Connection(asyncio.Protocol):
                        chunked: bool) -> UpstreamResponse:
         """Send one request and return its response once the head has arrived."""
         assert self.transport is not None
+        self.sent = self.received = False
         if self.closed:  # the upstream hung up between our check and this write
             raise UpstreamBroken("the upstream closed the connection")
         self.exchanges += 1
-        self.received = False
+        self.sent = True
         self._head_only, self._keep_alive, self._response = head_only, False, None
         self._head_waiter = waiter = self.loop.create_future()
         if body is None or isinstance(body, bytes):
@@ -474,8 +477,10 @@ class _Pool:
             except UpstreamBroken:
                 connection.finish_exchange(reusable=False)
                 # A kept-alive connection the upstream closed just as we wrote to it: try a
-                # fresh one once, if nothing came back and the body can be sent again.
-                if attempt == 1 and reused and not connection.received and not _streamed(body):
+                # fresh one once, if nothing came back and sending again cannot do anything
+                # twice — nothing was sent, or the request is idempotent with a body we hold.
+                again = not connection.sent or (method in _IDEMPOTENT and not _streamed(body))
+                if attempt == 1 and reused and not connection.received and again:
                     continue
                 raise
             except BaseException:

@@ -275,6 +275,30 @@ async def test_a_kept_connection_closed_by_the_upstream_is_replaced_once_for_a_r
     assert wire.connections == 2
 
 
+async def test_a_form_post_is_never_sent_twice_on_its_own():
+    """A POST the upstream may have acted on before hanging up is not retried: the proxy
+    reports the failure (502) rather than risk doing the write twice."""
+    def hangs_up_after_reading(wire: Wire) -> Handler:
+        async def handler(reader, writer):
+            await wire.head(reader)
+            if len(wire.received) == 1:
+                writer.write(OK)
+                await writer.drain()
+                await wire.head(reader)  # reads the POST, then dies without a word
+        return handler
+
+    wire = await serve(hangs_up_after_reading)
+    clients = UpstreamClients()
+    try:
+        assert (await fetch(clients, wire.upstream))[1] == b"hello"
+        with pytest.raises(UpstreamBroken):
+            await fetch(clients, wire.upstream, "POST", body=b"pay=100")
+    finally:
+        await clients.aclose()
+        await wire.__aexit__()
+    assert [h.split(b" ", 1)[0] for h in wire.received] == [b"GET", b"POST"]
+
+
 async def test_an_unreachable_upstream_is_a_connection_error():
     clients = UpstreamClients()
     wire = await serve(answering())
