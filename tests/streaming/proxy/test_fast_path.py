@@ -103,3 +103,15 @@ def test_a_tier_given_to_assertion_claims_stands_in_for_the_identitys():
     assert {**given, "jti": ""} == {**copied, "jti": ""}
     assert re.fullmatch(r"[0-9a-f]{32}", given["jti"]) and given["jti"] != copied["jti"]
     assert assertion_claims(alice, issuer="i", audience="n", now=1.0, lifetime=60)["tier"] == ""
+
+
+def test_the_proxy_reads_a_changed_setting_on_the_next_request(settings):
+    from streaming.proxy.app import _conf
+
+    assert _conf().session_cookie == settings.SESSION_COOKIE_NAME
+    settings.SESSION_COOKIE_NAME = "portal_session"
+    settings.ALLOWED_HOSTS = ["portal.example"]
+    conf = _conf()
+    assert conf.session_cookie == "portal_session"
+    assert conf.portal_cookies[0] == "portal_session"
+    assert conf.host_allowed("portal.example:443") and not conf.host_allowed("evil.example")
