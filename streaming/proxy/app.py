@@ -145,23 +145,28 @@ class _Conf:
         )
 
     def peer_trusted(self, peer: str) -> bool:
-        """Whether ``peer`` is one of the trusted proxies (remembered per address, bounded)."""
-        known = self.trusted_peers.get(peer)
-        if known is None:
-            known = is_trusted(peer, self.trusted_proxies)
-            if len(self.trusted_peers) < 1024:
-                self.trusted_peers[peer] = known
-        return known
+        """Whether ``peer`` is one of the trusted proxies (remembered per address)."""
+        return _remembered(self.trusted_peers, peer,
+                           lambda: is_trusted(peer, self.trusted_proxies))
 
     def host_allowed(self, host: str) -> bool:
         """Whether the Host header names this portal (Django's own check, remembered)."""
-        known = self.valid_hosts.get(host)
-        if known is None:
+        def check() -> bool:
             domain, _port = split_domain_port(host)
-            known = bool(domain) and validate_host(domain, list(self.allowed_hosts))
-            if len(self.valid_hosts) < 1024:  # a bounded memo: odd Host headers are not kept
-                self.valid_hosts[host] = known
-        return known
+            return bool(domain) and validate_host(domain, list(self.allowed_hosts))
+        return _remembered(self.valid_hosts, host, check)
+
+
+_MEMO_LIMIT = 1024  # answers kept per memo: a stream of odd Host headers or peers is not kept
+
+
+def _remembered(memo: dict[str, bool], key: str, compute: Callable[[], bool]) -> bool:
+    known = memo.get(key)
+    if known is None:
+        known = compute()
+        if len(memo) < _MEMO_LIMIT:
+            memo[key] = known
+    return known
 
 
 _conf_cache: _Conf | None = None

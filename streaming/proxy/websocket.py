@@ -361,8 +361,7 @@ def _ws_url(upstream: Upstream, upstream_path: str, query: str) -> str:
     """The catalogued upstream, as ws:// or wss://, plus the vetted path and query."""
     scheme = "wss" if upstream.scheme == "https" else "ws"
     host = f"[{upstream.host}]" if ":" in upstream.host else upstream.host
-    raw = upstream.base_path + upstream_path.lstrip("/")
-    return f"{scheme}://{host}:{upstream.port}{raw}" + (f"?{query}" if query else "")
+    return f"{scheme}://{host}:{upstream.port}{upstream.target(upstream_path, query)}"
 
 
 async def _browser_to_app(receive: Receive, conn: ClientConnection, ws: _Socket, stall: float) -> _End:

@@ -243,21 +243,23 @@ def test_the_apps_close_reaches_the_browser(portal_url, echo, worker):
     assert _record().status == 4000
 
 
+def _lock(user) -> None:
+    """What an admin's lock does to the row (is_active off), from another thread."""
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+
 def test_a_locked_users_live_socket_closes_on_the_next_recheck(settings, portal_url, echo, echo_upstream,
                                                                 browser_for, worker):
     settings.PORTAL_PROXY_WS_RECHECK_SECONDS = 0.3
     cookie = f"sessionid={session_cookie_for(worker)}"
-
-    def lock():
-        worker.is_active = False
-        worker.save(update_fields=["is_active"])
 
     async def scenario():
         async with _open(portal_url, "/apps/echo/live", cookie=cookie) as conn:
             await asyncio.sleep(0.8)  # a few re-checks pass while the user may go on
             await conn.send("still here")
             assert await conn.recv() == "still here"
-            await asyncio.to_thread(lock)
+            await asyncio.to_thread(_lock, worker)
             return await _closed(conn, timeout=5)
 
     code, reason = asyncio.run(scenario())
@@ -273,15 +275,11 @@ def test_a_lock_is_pushed_to_a_live_socket_without_waiting_for_the_interval(
     settings.PORTAL_PROXY_WS_RECHECK_SECONDS = 300  # the safety net is far away
     cookie = f"sessionid={session_cookie_for(worker)}"
 
-    def lock():
-        worker.is_active = False
-        worker.save(update_fields=["is_active"])
-
     async def scenario():
         async with _open(portal_url, "/apps/echo/live", cookie=cookie) as conn:
             await conn.send("ping")
             assert await conn.recv() == "ping"
-            await asyncio.to_thread(lock)
+            await asyncio.to_thread(_lock, worker)
             started = time.monotonic()
             code, reason = await _closed(conn, timeout=5)
             return code, reason, time.monotonic() - started
