@@ -66,7 +66,7 @@ TIER_KEYS = (
 )
 MFA_KEYS = ("read", "write", "sensitive")
 RESOURCE_KEYS = ("slug", "name", "kind", "upstream", "tier", "groups", "users", "description",
-                 "enabled", "actions")
+                 "enabled", "paths_case_sensitive", "actions")
 ACTION_KEYS = ("methods", "path", "class")
 
 
@@ -154,6 +154,7 @@ class ResourceSpec:
     users: tuple[str, ...] = ()
     description: str = ""
     enabled: bool = True
+    paths_case_sensitive: bool = False
     actions: tuple[ActionRuleSpec, ...] = ()
     line: int = field(default=0, compare=False)
 
@@ -162,6 +163,7 @@ class ResourceSpec:
             "name": self.name, "kind": self.kind, "upstream": self.upstream, "tier": self.tier,
             "groups": sorted(self.groups), "users": sorted(self.users),
             "description": self.description, "enabled": self.enabled,
+            "paths_case_sensitive": self.paths_case_sensitive,
             "actions": [a.state() for a in self.actions],
         }
 
@@ -715,6 +717,8 @@ def _parse_resource(node: yaml.Node, path: str, reader: _Reader,
                            list_known=False),
         description=reader.string(m.get("description"), f"{path}.description", max_length=300),
         enabled=reader.boolean(m.get("enabled"), f"{path}.enabled", default=True),
+        paths_case_sensitive=reader.boolean(m.get("paths_case_sensitive"),
+                                            f"{path}.paths_case_sensitive", default=False),
         actions=tuple(actions),
         line=_line(node),
     )
@@ -766,6 +770,7 @@ def _resource_state(resource: Resource) -> dict[str, Any]:
         "groups": sorted(g.name for g in resource.allowed_groups.all()),
         "users": sorted(u.get_username() for u in resource.allowed_users.all()),
         "description": resource.description, "enabled": resource.enabled,
+        "paths_case_sensitive": resource.paths_case_sensitive,
         "actions": [{"methods": _split_methods(r.methods) or ["*"], "path": r.path,
                      "class": r.action_class} for r in resource.action_rules.all()],
     }
@@ -860,6 +865,7 @@ def _write_resource(spec: ResourceSpec, change: Change) -> None:
     resource = Resource.objects.filter(slug=spec.slug).first() or Resource(slug=spec.slug)
     resource.name, resource.kind, resource.upstream = spec.name, spec.kind, spec.upstream
     resource.description, resource.enabled = spec.description, spec.enabled
+    resource.paths_case_sensitive = spec.paths_case_sensitive
     resource.tier = Tier.objects.get(name=spec.tier)
     resource.save()
     resource.allowed_groups.set([Group.objects.get(name=name) for name in spec.groups])

@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -204,9 +205,10 @@ def resource_info(resource: Resource) -> ResourceInfo:
 
 
 @functools.lru_cache(maxsize=4096)
-def _glob(pattern: str) -> Callable[[str], re.Match[str] | None]:
-    """The matcher :func:`fnmatch.fnmatchcase` uses for ``pattern``, compiled once per pattern."""
-    return re.compile(fnmatch.translate(pattern)).match
+def _glob(pattern: str, case_sensitive: bool = True) -> Callable[[str], re.Match[str] | None]:
+    """The matcher :func:`fnmatch.fnmatchcase` uses for ``pattern``, compiled once per pattern
+    (ignoring case unless the resource routes case-sensitively)."""
+    return re.compile(fnmatch.translate(pattern), 0 if case_sensitive else re.IGNORECASE).match
 
 
 def compile_action_rules(resource: Resource) -> tuple[CompiledRule, ...]:
@@ -215,20 +217,46 @@ def compile_action_rules(resource: Resource) -> tuple[CompiledRule, ...]:
     A holder of a long-lived resource row (the proxy's catalog cache) keeps this next to the
     row, so a request neither re-reads the related manager nor re-splits ``methods``.
     """
+    case_sensitive = bool(getattr(resource, "paths_case_sensitive", False))
     return tuple(
         (frozenset(m.strip().upper() for m in rule.methods.split(",") if m.strip()),
-         _glob(rule.path),
+         _glob(rule.path, case_sensitive),
          rule.action_class)
         for rule in resource.action_rules.all())
+
+
+_STRICTNESS = {ActionClass.READ: 0, ActionClass.WRITE: 1, ActionClass.SENSITIVE: 2}
+_SEGMENT_PARAMS = re.compile(r";[^/]*")
+_SEGMENT_TAIL = re.compile(r"[. ]+(?=/|$)")
+
+
+def lenient_reading(path: str) -> str:
+    """``path`` as the most lenient upstream might read it: Unicode compatibility forms folded
+    (NFKC), ``;parameters`` cut from each segment (Tomcat, Jetty), trailing dots and spaces cut
+    from each segment (IIS). Rules are matched on this reading too, and the stricter class
+    wins, so no spelling of a path can reach the app under a milder rule than it deserves."""
+    folded = unicodedata.normalize("NFKC", path)
+    return _SEGMENT_TAIL.sub("", _SEGMENT_PARAMS.sub("", folded))
+
+
+def _first_match(rules: tuple[CompiledRule, ...], method: str, path: str) -> ActionClass:
+    for methods, matches, action_class in rules:
+        if ("*" in methods or method in methods) and matches(path) is not None:
+            return ActionClass(action_class)
+    return ActionClass.READ if method in _SAFE_METHODS else ActionClass.WRITE
 
 
 def classify_compiled(rules: tuple[CompiledRule, ...], method: str, path: str) -> ActionClass:
     """:func:`classify` from rules made by :func:`compile_action_rules`."""
     method = method.upper()
-    for methods, matches, action_class in rules:
-        if ("*" in methods or method in methods) and matches(path) is not None:
-            return ActionClass(action_class)
-    return ActionClass.READ if method in _SAFE_METHODS else ActionClass.WRITE
+    found = _first_match(rules, method, path)
+    if not rules or found is ActionClass.SENSITIVE:
+        return found
+    lenient = lenient_reading(path)
+    if lenient == path:
+        return found
+    other = _first_match(rules, method, lenient)
+    return other if _STRICTNESS[other] > _STRICTNESS[found] else found
 
 
 def classify(resource: Resource, method: str, path: str) -> ActionClass:

@@ -133,6 +133,11 @@ class Resource(models.Model):
     allowed_users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True,
                                            related_name="shared_resources")
     enabled = models.BooleanField(default=True)
+    paths_case_sensitive = models.BooleanField(
+        default=False,
+        help_text="Match action rules on the path's exact case. Leave off unless the app itself "
+                  "routes case-sensitively: off, /Admin is judged like /admin, so a change of case "
+                  "can never pick a milder rule.")
 
     class Meta:
         ordering = ["name"]

@@ -43,7 +43,8 @@ def _classify_as_before(rules: list[ActionRule], method: str, path: str) -> Acti
 
 
 def test_compiled_rules_classify_every_request_as_the_rules_do():
-    resource = ResourceFactory(slug="rules")
+    # Case-sensitive matching is the old behaviour exactly (an app that routes by case opts in).
+    resource = ResourceFactory(slug="rules", paths_case_sensitive=True)
     for order, (methods, path, action_class) in enumerate(RULES):
         ActionRule.objects.create(resource=resource, order=order, methods=methods, path=path,
                                   action_class=action_class)
