@@ -19,8 +19,8 @@ from django.utils import timezone
 from tiers.types import ActionClass, StreamControl
 
 __all__ = [
-    "AccessGrant", "AccessRequest", "ActionChallenge", "ActionRule", "NetworkZone", "Resource",
-    "Tier", "TierChange",
+    "AccessGrant", "AccessRequest", "ActionChallenge", "ActionRule", "NetworkZone", "PolicyChangeRequest",
+    "Resource", "Tier", "TierChange",
 ]
 
 slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -250,3 +250,66 @@ class ActionChallenge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} on {self.resource_id}"
+
+
+class PolicyChangeRequest(models.Model):
+    """A change that lowers protection, held until a second admin approves it (four eyes).
+
+    Nothing is written to the tier or resource while the request waits: the stronger rules
+    stay in force. ``changes`` maps each held field to ``[from, to]``; ``weakens`` says in
+    words what would get weaker. Approving applies it at once, so an approved request is
+    normally seen as ``applied``.
+    """
+
+    class Kind(models.TextChoices):
+        TIER = "tier", "Tier rules"
+        RETAG = "retag", "Resource tier"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        APPLIED = "applied"
+        REJECTED = "rejected"
+        WITHDRAWN = "withdrawn"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    tier = models.ForeignKey(Tier, null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="change_requests",
+                             help_text="The tier whose rules would change (kind tier).")
+    resource = models.ForeignKey(Resource, null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="change_requests",
+                                 help_text="The resource that would move (kind retag).")
+    changes = models.JSONField(help_text="Each held field as [from, to].")
+    weakens = models.JSONField(default=list, help_text="What would get weaker, in words.")
+    reason = models.CharField(max_length=500, blank=True, help_text="Why the requester wants it.")
+    source = models.CharField(max_length=300, blank=True,
+                              help_text="Where it was asked: a Manage page, or FILE:LINE of a catalog.")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="policy_changes_requested",
+                                     help_text="Empty for a catalog apply run without --requested-by.")
+    requested_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="policy_changes_decided")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.CharField(max_length=300, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        indexes = [models.Index(fields=["state", "requested_at"])]
+
+    def __str__(self) -> str:
+        target = self.resource.slug if self.resource_id else (self.tier.name if self.tier_id else "?")
+        return f"{self.kind} {target} ({self.state})"
+
+    @property
+    def target_name(self) -> str:
+        """The tier's name or the resource's slug."""
+        if self.kind == self.Kind.RETAG:
+            return self.resource.slug if self.resource_id else ""
+        return self.tier.name if self.tier_id else ""
+
+    @property
+    def requester_name(self) -> str:
+        return self.requested_by.get_username() if self.requested_by_id else "catalog"
