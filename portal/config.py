@@ -3,6 +3,10 @@
 Settings import :data:`CONFIG`; nothing else in the code base touches ``os.environ``.
 Values may be given inline or as ``file:///path`` (a mounted secret), and a missing or weak
 secret stops the process at start with a message that says what to do.
+
+:func:`secure_var_dir` keeps ``var/`` (SQLite database, secret key, demo secrets, TLS keys,
+logs, recordings) to the portal's own user: any local user who could read the database would
+read every TOTP seed.
 """
 
 from __future__ import annotations
@@ -13,10 +17,16 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BASE_DIR", "CONFIG", "Config", "ConfigError", "load_config"]
+__all__ = ["BASE_DIR", "CONFIG", "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "Config", "ConfigError",
+           "load_config", "secure_var_dir"]
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+# Sub-directories of var/ whose files are secrets or personal data, not only their folder.
+_PRIVATE_FILE_DIRS = ("log", "tls", "demo")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -60,9 +70,11 @@ def _secret_key(env: dict[str, str]) -> str:
         # a single-machine install. Replicas must share PORTAL_SECRET_KEY instead.
         path = VAR_DIR / "secret_key"
         if not path.exists():
-            VAR_DIR.mkdir(exist_ok=True)
-            path.write_text(secrets.token_urlsafe(64))
-            path.chmod(0o600)
+            VAR_DIR.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+            # Created 0600, never world-readable for a moment (a chmod after writing would be).
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(64))
         key = path.read_text().strip()
     if len(key) < 50 or len(set(key)) < 5:
         raise ConfigError(
@@ -171,6 +183,43 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         guacd_ca_file=_ca_file(env, "GUACD_CA_FILE"),
         proxy_ca_file=_ca_file(env, "PORTAL_PROXY_CA_FILE"),
     )
+
+
+def _chmod(path: Path, mode: int) -> None:
+    try:
+        current = path.stat().st_mode & 0o777
+        if current != mode:
+            path.chmod(mode)
+    except FileNotFoundError:  # a SQLite -wal/-shm may go away while we look
+        pass
+    except PermissionError as exc:
+        raise ConfigError(f"{path} is mode {current:o} and cannot be made {mode:o} ({exc}): "
+                          "give it to the user the portal runs as, or remove it") from exc
+
+
+def secure_var_dir(var_dir: Path) -> None:
+    """Make what the portal writes private to its user, from the first start on.
+
+    Sets the process umask to 077 (new files 0600, directories 0700: SQLite then creates the
+    database and its -wal/-shm 0600), creates ``var/`` 0700 and tightens what an older
+    install left readable: ``var/`` and its folders (recordings, assertion keys, logs, TLS)
+    0700, the files in it and in its log, TLS and demo folders 0600. Recordings or keys
+    configured outside ``var/`` (a shared volume) keep the modes their operator gave them.
+    """
+    os.umask(0o077)
+    var_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    _chmod(var_dir, PRIVATE_DIR_MODE)
+    for entry in var_dir.iterdir():
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            _chmod(entry, PRIVATE_DIR_MODE)
+            if entry.name in _PRIVATE_FILE_DIRS:
+                for inner in entry.iterdir():
+                    if inner.is_file() and not inner.is_symlink():
+                        _chmod(inner, PRIVATE_FILE_MODE)
+        elif entry.is_file():
+            _chmod(entry, PRIVATE_FILE_MODE)
 
 
 CONFIG = load_config()

@@ -13,7 +13,10 @@ import dj_database_url
 import structlog
 from django.utils.csp import CSP
 
-from portal.config import BASE_DIR, CONFIG
+from portal.config import BASE_DIR, CONFIG, secure_var_dir
+
+# Before anything writes under var/: umask 077, var/ 0700, older files there made 0600.
+secure_var_dir(CONFIG.var_dir)
 
 SECRET_KEY = CONFIG.secret_key
 DEBUG = CONFIG.debug
