@@ -11,6 +11,7 @@ from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
+from portal.audit.scheduler import with_embedded_scheduler  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 from streaming.proxy.asgi import ProxyDispatch  # noqa: E402
 
@@ -20,7 +21,8 @@ http_app = ProxyDispatch(django_asgi_app)
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "lifespan": http_app.lifespan,
+        # Without a broker no beat runs: the lifespan starts the audit jobs in-process.
+        "lifespan": with_embedded_scheduler(http_app.lifespan),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

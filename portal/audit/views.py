@@ -35,6 +35,7 @@ from django.http import (
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 
 from portal.audit import sessions as session_log
@@ -51,6 +52,7 @@ from portal.audit.exports import (
 from portal.audit.models import AuditEvent, ChainVerification, SiemCursor
 from portal.audit.recordings import recording_path as recording_file_path
 from portal.audit.recordings import recording_response
+from portal.audit.scheduler import scheduler_wanted
 from portal.audit.search import (
     KNOWN_ACTIONS,
     KNOWN_OUTCOMES,
@@ -61,6 +63,7 @@ from portal.audit.search import (
     filter_events,
     search_page,
 )
+from portal.audit.status import chain_status
 
 __all__ = [
     "VIEW_AUDIT", "WorkspaceSection", "desktop_session", "event_detail", "events", "export",
@@ -169,6 +172,16 @@ def _verification_interval() -> float | None:
     return float(schedule) if isinstance(schedule, int | float) else None
 
 
+def _interval_words(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    if seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return ngettext("%(count)d minute", "%(count)d minutes", minutes) % {"count": minutes}
+    whole = int(seconds)
+    return ngettext("%(count)d second", "%(count)d seconds", whole) % {"count": whole}
+
+
 @auditor_view
 def workspace(request: HttpRequest) -> HttpResponse:
     """Chain status, today's denials and step-ups by tier, forwarding, the latest events."""
@@ -176,15 +189,15 @@ def workspace(request: HttpRequest) -> HttpResponse:
     verifications = list(ChainVerification.objects.order_by("-time", "-id")[:5])
     latest = verifications[0] if verifications else None
     interval = _verification_interval()
-    stale = bool(latest and interval and timezone.now() - latest.time > timedelta(seconds=2 * interval + 60))
     today = datetime.combine(timezone.now().date(), time.min, tzinfo=timezone.get_current_timezone())
     head = chain_head()
+    status = chain_status(latest, head.seq, interval_seconds=interval, now=timezone.now())
     cursors = list(SiemCursor.objects.order_by("destination"))
     sections = [(section.template, data) for section in _SECTIONS.values()
                 if (data := section.context(request)) is not None]
     return render(request, "audit/workspace.html", {
-        "latest": latest, "verifications": verifications, "stale": stale,
-        "interval_minutes": int(interval // 60) if interval else None,
+        "latest": latest, "verifications": verifications, "status": status,
+        "interval": _interval_words(interval), "embedded_scheduler": scheduler_wanted(),
         "head": head, "chart": _chart(denials_by_tier(today)), "today": today,
         "cursors": [(c, max(0, head.seq - c.last_seq)) for c in cursors],
         "siem_configured": bool(settings.PORTAL_SIEM_WEBHOOK_URL or settings.PORTAL_SIEM_SYSLOG),

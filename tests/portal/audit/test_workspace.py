@@ -233,14 +233,39 @@ def test_front_page_says_when_the_chain_was_never_verified(auditor_client):
 
 
 def test_front_page_shows_the_last_verification_and_a_break(auditor_client, trail):
-    verify_and_store()
+    verified = verify_and_store()
     body = auditor_client.get("/audit/").content.decode()
-    assert "Intact" in body and "Last verified" in body
+    assert f"Verified up to event #{verified.head_seq}" in body and "Last verified" in body
     tamper(trail["bob_high_deny"].seq, reasons="[]")
     verify_and_store()
     body = auditor_client.get("/audit/").content.decode()
     assert "Broken: the trail was tampered with" in body
     assert f"event #{trail['bob_high_deny'].seq} was changed after it was written" in body
+
+
+def test_the_auditor_is_never_told_intact_over_events_written_after_the_verification(auditor_client, trail):
+    verified = verify_and_store()
+    for _ in range(3):
+        record("decision", outcome="allow", actor="later", resource="wiki")
+    body = auditor_client.get("/audit/").content.decode()
+    stamp = f"{verified.time:%Y-%m-%d %H:%M:%S} UTC"
+    # The three decisions and this page's own audit.view event came after the verification.
+    assert f"Verified up to event #{verified.head_seq} at {stamp}; 4 newer events not yet verified." in body
+    assert 'data-chain-state="partly-verified"' in body
+    assert "> Intact<" not in body
+
+
+def test_the_auditor_reads_how_often_and_where_the_chain_is_verified_without_redis(auditor_client, trail):
+    verify_and_store()
+    body = auditor_client.get("/audit/").content.decode()
+    assert "The verification runs every 15 minutes, in the portal process itself" in body
+    assert "the next run is due at" in body
+
+
+def test_an_unverified_chain_says_how_many_events_wait(auditor_client, trail):
+    body = auditor_client.get("/audit/").content.decode()
+    assert f"{AuditEvent.objects.count()} events not yet verified." in body
+    assert 'data-chain-state="unverified"' in body
 
 
 def test_front_page_warns_when_verification_has_stopped(auditor_client, db):
