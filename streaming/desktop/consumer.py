@@ -37,7 +37,8 @@ from django.conf import settings
 from django_otp import DEVICE_ID_SESSION_KEY
 
 from portal.audit.chain import record
-from portal.network import resolve_client_address
+from portal.network import is_trusted, resolve_client_address
+from portal.origins import origin_matches
 from streaming.desktop import broker, groups
 from streaming.desktop.guacamole.browser import STREAM_OPCODES, check_browser_instruction
 from streaming.desktop.guacamole.guacd import GuacdConnection, GuacdError, Screen, open_guacd
@@ -195,6 +196,17 @@ def _int(value: str | None, default: int, lo: int, hi: int) -> int:
         return default
 
 
+def _from_own_origin(headers: dict[bytes, bytes], peer: str, scope_scheme: str) -> bool:
+    """The handshake's Origin is exactly the portal's (scheme from a trusted proxy if one says)."""
+    scheme = "https" if scope_scheme in ("wss", "https") else "http"
+    proto = headers.get(b"x-forwarded-proto")
+    if proto is not None and is_trusted(peer, settings.PORTAL_TRUSTED_PROXIES):
+        scheme = proto.decode("latin-1").split(",")[0].strip().lower()
+    origin = headers.get(b"origin")
+    return origin_matches(origin.decode("latin-1") if origin is not None else None, scheme=scheme,
+                          host=headers.get(b"host", b"").decode("latin-1"))
+
+
 def _blob_size(data: str) -> tuple[int, bytes]:
     try:
         raw = base64.b64decode(data, validate=True)
@@ -238,6 +250,11 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         self.guacd_error_detail: tuple[str, str] = ("", "")
         user = self.scope.get("user")
         session = self.scope.get("session")
+        headers = dict(self.scope.get("headers", []))
+        peer = (self.scope.get("client") or ("", 0))[0]
+        if not _from_own_origin(headers, peer, self.scope.get("scheme", "ws")):
+            await self.close()  # another site's page: refuse the handshake (cross-site WebSocket hijacking)
+            return
         if ("guacamole" not in self.scope.get("subprotocols", [])
                 or user is None or not user.is_authenticated or session is None
                 or not await database_sync_to_async(lambda: bool(session.get(DEVICE_ID_SESSION_KEY)))()):
@@ -245,8 +262,6 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.session_key = session.session_key
-        peer = (self.scope.get("client") or ("", 0))[0]
-        headers = dict(self.scope.get("headers", []))
         xff = headers.get(b"x-forwarded-for", b"").decode("latin-1") or None
         self.client_address = resolve_client_address(peer, xff, settings.PORTAL_TRUSTED_PROXIES)
         query = _query(self.scope)

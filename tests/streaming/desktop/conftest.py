@@ -92,13 +92,16 @@ def open_page(client: Client, slug: str) -> OpenedPage:
 
 
 def communicator(page: OpenedPage, *, ticket: str | None = None, cookie: str | None = None,
-                 subprotocols: tuple[str, ...] = ("guacamole",)) -> WebsocketCommunicator:
+                 subprotocols: tuple[str, ...] = ("guacamole",), origin: str | None = "https://localhost",
+                 host: str = "localhost", scheme: str = "wss",
+                 extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> WebsocketCommunicator:
     path = f"{page.tunnel}?ticket={ticket if ticket is not None else page.ticket}&width=800&height=600&dpi=96"
-    return WebsocketCommunicator(
-        application, path, subprotocols=list(subprotocols),
-        headers=[(b"cookie", f"sessionid={cookie if cookie is not None else page.cookie}".encode()),
-                 (b"origin", b"https://localhost"), (b"host", b"localhost")],
-    )
+    headers = [(b"cookie", f"sessionid={cookie if cookie is not None else page.cookie}".encode()),
+               (b"host", host.encode()), *extra_headers]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    return WebsocketCommunicator(application, path, subprotocols=list(subprotocols), headers=headers,
+                                 scheme=scheme)
 
 
 class Browser:

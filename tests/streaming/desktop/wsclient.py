@@ -16,10 +16,10 @@ __all__ = ["WebsocketCommunicator"]
 
 class WebsocketCommunicator(ApplicationCommunicator):
     def __init__(self, application: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None,
-                 subprotocols: list[str] | None = None) -> None:
+                 subprotocols: list[str] | None = None, scheme: str = "wss") -> None:
         parsed = urlparse(path)
         scope = {
-            "type": "websocket", "path": unquote(parsed.path), "query_string": parsed.query.encode(),
+            "type": "websocket", "scheme": scheme, "path": unquote(parsed.path), "query_string": parsed.query.encode(),
             "headers": headers or [], "subprotocols": subprotocols or [], "client": ("127.0.0.1", 50000),
         }
         super().__init__(application, scope)
