@@ -1,0 +1,254 @@
+"""Four eyes for lowering protection: an admin cannot weaken a control alone (issue 12, item 2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from portal.audit.models import AuditEvent
+from tests.tiers.factories import NetworkZoneFactory, ResourceFactory, TierFactory, person
+from tiers import policy_changes
+from tiers.models import PolicyChangeRequest, Resource, Tier, TierChange
+from tiers.policy_changes import SelfApproval, Stale, Weakening, tier_state, weakens
+
+# --- the rule: what weakens ---------------------------------------------------------------------
+
+STRICT = {
+    "rank": 30, "access_mode": "stream", "mfa_read": 300, "mfa_write": 60, "mfa_sensitive": 0,
+    "device_trust_required": True, "allowed_zones": ["office", "vpn"], "approval_required": True,
+    "session_max_seconds": 3600, "idle_seconds": 600, "reauth_interval_seconds": 30,
+    "clipboard_in": "step_up", "clipboard_out": "deny", "file_transfer": "step_up", "read_only": True,
+    "recording": True, "watermark": True, "rate_limit_per_minute": 60, "retention_days": 365,
+    "description": "Critical systems",
+}
+
+WEAKER = [
+    ("rank", 10),
+    ("access_mode", "proxy"),
+    ("mfa_read", 900),
+    ("mfa_read", None),
+    ("mfa_sensitive", 60),
+    ("mfa_sensitive", None),
+    ("device_trust_required", False),
+    ("allowed_zones", []),
+    ("allowed_zones", ["office", "vpn", "internet-cafe"]),
+    ("allowed_zones", ["office", "guest"]),
+    ("approval_required", False),
+    ("session_max_seconds", 7200),
+    ("idle_seconds", 3600),
+    ("reauth_interval_seconds", 300),
+    ("clipboard_in", "allow"),
+    ("clipboard_out", "step_up"),
+    ("clipboard_out", "allow"),
+    ("file_transfer", "allow"),
+    ("read_only", False),
+    ("recording", False),
+    ("watermark", False),
+    ("rate_limit_per_minute", 600),
+    ("rate_limit_per_minute", None),
+    ("retention_days", 30),
+]
+
+STRONGER_OR_SAME = [
+    ("rank", 40),
+    ("access_mode", "deny"),
+    ("mfa_read", 0),
+    ("mfa_write", 0),
+    ("allowed_zones", ["office"]),
+    ("allowed_zones", ["vpn", "office"]),
+    ("session_max_seconds", 1800),
+    ("idle_seconds", 60),
+    ("reauth_interval_seconds", 5),
+    ("clipboard_in", "deny"),
+    ("file_transfer", "deny"),
+    ("rate_limit_per_minute", 10),
+    ("retention_days", 3650),
+    ("description", "Anything at all"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), WEAKER)
+def test_a_change_that_loosens_a_rule_is_named_as_weakening(key, value):
+    found = weakens(STRICT, STRICT | {key: value})
+
+    assert [w.field for w in found] == [key]
+
+
+@pytest.mark.parametrize(("key", "value"), STRONGER_OR_SAME)
+def test_a_change_that_keeps_or_raises_a_rule_weakens_nothing(key, value):
+    assert weakens(STRICT, STRICT | {key: value}) == []
+
+
+def test_any_network_widened_to_a_list_is_a_narrowing_not_a_weakening():
+    assert weakens(STRICT | {"allowed_zones": []}, STRICT | {"allowed_zones": ["office"]}) == []
+
+
+def test_each_weakening_says_what_and_from_what_to_what():
+    found = weakens(STRICT, STRICT | {"mfa_sensitive": None, "approval_required": False})
+
+    assert [str(w) for w in found] == ["Fresh code for sensitive actions: every action -> not needed",
+                                       "Approval before access: on -> off"]
+    assert found[0] == Weakening("mfa_sensitive", 0, None)
+
+
+def test_a_move_to_a_tier_with_a_higher_rank_but_weaker_rules_still_weakens():
+    """Rank alone is a label an admin could raise first: the rules are compared too."""
+    looser = STRICT | {"rank": 99, "approval_required": False}
+
+    assert [w.field for w in weakens(STRICT, looser)] == ["approval_required"]
+
+
+# --- the steps, against the database --------------------------------------------------------------
+
+
+@pytest.fixture
+def tiers(db):
+    high = TierFactory(name="high", rank=20, access_mode="stream", mfa_read=900, recording=True)
+    critical = TierFactory(name="critical", rank=30, access_mode="stream", mfa_read=0, mfa_write=0,
+                           approval_required=True, recording=True, watermark=True)
+    shell = ResourceFactory(slug="db-shell", name="DB shell", kind="ssh", upstream="10.0.0.5:22",
+                            tier=critical)
+    return {"high": high, "critical": critical, "shell": shell}
+
+
+@pytest.fixture
+def ada(db):
+    return person("ada", "admin")
+
+
+@pytest.fixture
+def bob(db):
+    return person("bob", "admin")
+
+
+@pytest.mark.django_db
+def test_an_admin_who_moves_a_critical_resource_down_leaves_it_critical_and_files_a_request(tiers, ada):
+    outcome = policy_changes.retag([tiers["shell"]], tiers["high"], ada, reason="debugging")
+
+    assert Resource.objects.get(slug="db-shell").tier.name == "critical"
+    assert not TierChange.objects.exists()
+    [change] = outcome.held
+    assert (change.kind, change.state, change.requested_by, change.changes) == (
+        "retag", "pending", ada, {"tier": ["critical", "high"]})
+    assert "Approval before access: on -> off" in change.weakens
+    event = AuditEvent.objects.get(action="policy.change_requested")
+    assert (event.actor, event.resource, event.outcome) == ("ada", "db-shell", "pending")
+    assert event.detail["changes"] == {"tier": ["critical", "high"]}
+
+
+@pytest.mark.django_db
+def test_moving_a_resource_up_applies_at_once(tiers, ada):
+    wiki = ResourceFactory(slug="wiki", tier=tiers["high"])
+
+    outcome = policy_changes.retag([wiki], tiers["critical"], ada)
+
+    assert Resource.objects.get(slug="wiki").tier.name == "critical"
+    assert [c.to_tier for c in outcome.moved] == ["critical"] and outcome.held == []
+    assert not PolicyChangeRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_requester_can_never_approve_their_own_change(tiers, ada):
+    [change] = policy_changes.retag([tiers["shell"]], tiers["high"], ada).held
+
+    with pytest.raises(SelfApproval):
+        policy_changes.approve(change, ada)
+
+    change.refresh_from_db()
+    assert change.state == "pending"
+    assert Resource.objects.get(slug="db-shell").tier.name == "critical"
+    refused = AuditEvent.objects.get(action="policy.change_approved")
+    assert (refused.outcome, refused.actor, refused.reasons[0]["rule"]) == ("refused", "ada", "self_approval")
+
+
+@pytest.mark.django_db
+def test_a_second_admin_approves_and_the_move_is_made_kept_in_history_and_audited(tiers, ada, bob):
+    [change] = policy_changes.retag([tiers["shell"]], tiers["high"], ada).held
+
+    policy_changes.approve(change, bob, "ok for the migration")
+
+    change.refresh_from_db()
+    assert (change.state, change.decided_by, change.decision_note) == ("applied", bob, "ok for the migration")
+    assert change.applied_at is not None
+    assert Resource.objects.get(slug="db-shell").tier.name == "high"
+    history = TierChange.objects.get()
+    assert (history.from_tier, history.to_tier, history.changed_by) == (
+        "critical", "high", "ada, approved by bob")
+    approved = AuditEvent.objects.get(action="policy.change_approved")
+    assert (approved.actor, approved.outcome, approved.detail["requested_by"]) == ("bob", "success", "ada")
+
+
+@pytest.mark.django_db
+def test_a_rejected_change_is_never_applied_and_is_audited(tiers, ada, bob):
+    [change] = policy_changes.retag([tiers["shell"]], tiers["high"], ada).held
+
+    policy_changes.reject(change, bob, "no")
+
+    assert PolicyChangeRequest.objects.get().state == "rejected"
+    assert Resource.objects.get(slug="db-shell").tier.name == "critical"
+    with pytest.raises(policy_changes.NotPending):
+        policy_changes.approve(change, bob)
+    assert AuditEvent.objects.get(action="policy.change_rejected", outcome="success").actor == "bob"
+
+
+@pytest.mark.django_db
+def test_the_requester_may_withdraw_their_own_change(tiers, ada):
+    [change] = policy_changes.retag([tiers["shell"]], tiers["high"], ada).held
+
+    policy_changes.reject(change, ada)
+
+    assert PolicyChangeRequest.objects.get().state == "withdrawn"
+
+
+@pytest.mark.django_db
+def test_an_approval_after_the_resource_moved_elsewhere_is_refused_as_stale(tiers, ada, bob):
+    [change] = policy_changes.retag([tiers["shell"]], tiers["high"], ada).held
+    top = TierFactory(name="top", rank=90, access_mode="deny", mfa_read=0, mfa_write=0,
+                      approval_required=True, recording=True, watermark=True)
+    policy_changes.retag([tiers["shell"]], top, bob)
+
+    with pytest.raises(Stale):
+        policy_changes.approve(change, bob)
+
+    assert Resource.objects.get(slug="db-shell").tier.name == "top"
+
+
+@pytest.mark.django_db
+def test_asking_twice_for_the_same_change_files_one_request(tiers, ada):
+    policy_changes.retag([tiers["shell"]], tiers["high"], ada)
+    policy_changes.retag([tiers["shell"]], tiers["high"], ada)
+
+    assert PolicyChangeRequest.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_tier_edit_applies_what_tightens_and_holds_what_loosens(tiers, ada, bob):
+    critical = tiers["critical"]
+    vpn = NetworkZoneFactory(name="vpn")
+    wanted = tier_state(critical) | {"approval_required": False, "mfa_write": None,
+                                     "allowed_zones": ["vpn"], "idle_seconds": 60}
+
+    outcome = policy_changes.edit_tier(critical, wanted, ada, reason="on-call")
+
+    critical.refresh_from_db()
+    assert critical.approval_required and critical.mfa_write == 0  # still in force
+    assert critical.idle_seconds == 60 and list(critical.allowed_zones.all()) == [vpn]
+    assert set(outcome.applied) == {"idle_seconds", "allowed_zones"}
+    assert outcome.held.changes == {"approval_required": [True, False], "mfa_write": [0, None]}
+    update = AuditEvent.objects.get(action="tier.update")
+    assert set(update.detail["changes"]) == {"idle_seconds", "allowed_zones"}
+
+    policy_changes.approve(outcome.held, bob)
+
+    critical.refresh_from_db()
+    assert not critical.approval_required and critical.mfa_write is None
+
+
+@pytest.mark.django_db
+def test_a_tier_edit_approved_after_someone_else_changed_the_same_rule_is_stale(tiers, ada, bob):
+    critical = tiers["critical"]
+    held = policy_changes.edit_tier(critical, tier_state(critical) | {"idle_seconds": 7200}, ada).held
+    policy_changes.edit_tier(critical, tier_state(critical) | {"idle_seconds": 60}, bob)
+
+    with pytest.raises(Stale):
+        policy_changes.approve(held, bob)
+    assert Tier.objects.get(name="critical").idle_seconds == 60
