@@ -1,28 +1,62 @@
-"""Access records written in batches by one background thread, flushed on shutdown.
+"""Access records: on local disk within half a second, in the database exactly once.
 
-Requests only append to an in-memory queue (no database round trip on the hot path); the
-writer inserts up to ``batch_size`` rows at a time every ``interval`` seconds. ``close()``
-(called from the ASGI lifespan shutdown and, as a safety net, at interpreter exit) writes
-whatever is left, so a normal shutdown loses nothing.
+A record waiting only in memory is lost by ``kill -9`` and, while the database is away, the
+queue grows without bound (issue 12). So a request only appends to a bounded in-memory queue
+(no I/O on the event loop), and two background threads take it from there:
+
+- the **journal** thread appends what is queued to this process's journal, an append-only
+  JSON Lines file (0600, in a 0700 directory under ``var/``), every ``interval`` seconds
+  (0.5 s), whatever the database is doing, and fsyncs it at most once per interval;
+- the **writer** thread copies the journal into the database in batches (COPY on
+  PostgreSQL): from memory while it keeps up, from the file when it has fallen behind (a
+  slow or absent database), so memory stays bounded during an outage. Once the database
+  holds everything the journal holds, the journal is truncated.
+
+If the queue ever goes over its bound (the journal thread cannot keep up), ``add`` writes
+the queue to the journal itself: backpressure on disk, never a dropped row.
+
+A journal whose owner died (its ``flock`` is free) is replayed by the next process that
+writes to the same database (on its first request), then deleted. Rows whose commit is in
+doubt (a replay, a retry after a failed write) are checked by ``request_id`` before insert,
+so a crash between a commit and the truncation writes nothing twice (docs/decisions/0017).
+``close()`` (ASGI lifespan shutdown, and interpreter exit) writes whatever is left.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
+import hashlib
+import json
 import logging
+import os
 import threading
+import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from operator import attrgetter
+from pathlib import Path
 
-from django.db import close_old_connections, connection, transaction
+from django.conf import settings
+from django.core.signals import request_started
+from django.db import DataError, IntegrityError, close_old_connections, connection, transaction
 from django.utils import timezone
 
-__all__ = ["AccessEntry", "AccessLog", "access_log"]
+__all__ = ["AccessEntry", "AccessLog", "access_log", "journal_directory"]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_QUEUED = 10_000  # PORTAL_PROXY_ACCESS_QUEUE_MAX: rows held in memory at most
+_READ_BYTES = 1024 * 1024  # what the writer reads of a journal at a time when it has fallen behind
+_LEFTOVER_SCAN_SECONDS = 30.0  # how often a live process looks for journals of dead ones
+_MAX_BACKOFF = 5.0  # longest pause between write attempts while the database is away
+
+
+def _request_id() -> str:
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True)
@@ -39,50 +73,228 @@ class AccessEntry:
     bytes_out: int
     duration_ms: float
     client_address: str = ""
-    request_id: str = ""
+    request_id: str = field(default_factory=_request_id)  # what makes a replay exactly-once
     time: datetime = field(default_factory=timezone.now)
 
 
-class AccessLog:
-    """A bounded-latency, batched writer of :class:`AccessEntry` rows."""
+_COLUMNS = tuple(f.name for f in fields(AccessEntry))
+_row = attrgetter(*_COLUMNS)  # an entry's values in column order, "time" last
+assert _COLUMNS[-1] == "time"
+_json = json.JSONEncoder(separators=(",", ":")).encode  # ASCII only: a line is always valid UTF-8
 
-    def __init__(self, *, batch_size: int = 500, interval: float = 0.5) -> None:
+
+def encode_entries(entries: list[AccessEntry]) -> bytes:
+    """Journal lines for ``entries``: one JSON array per line, columns in model order."""
+    return "".join([_json([*r[:-1], r[-1].isoformat()]) + "\n" for r in map(_row, entries)]).encode()
+
+
+def decode_line(line: bytes) -> AccessEntry:
+    """The entry a journal line holds (raises ``ValueError`` for a line that is not one)."""
+    values = json.loads(line)
+    if not isinstance(values, list) or len(values) != len(_COLUMNS):
+        raise ValueError("not an access record")
+    return AccessEntry(*values[:-1], time=datetime.fromisoformat(values[-1]))
+
+
+def journal_directory() -> Path:
+    """Where this process keeps journals: one directory per database, so a journal is only
+    ever replayed into the database it was meant for (a test run's never reaches the demo's)."""
+    base = Path(getattr(settings, "PORTAL_PROXY_ACCESS_JOURNAL_DIR", None)
+                or Path(settings.VAR_DIR) / "access-records")
+    db = connection.settings_dict
+    key = "|".join(str(db.get(k) or "") for k in ("ENGINE", "NAME", "HOST", "PORT"))
+    return base / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _private_directory(path: Path) -> None:
+    """Make ``path`` (and its parent, if missing) 0700: journals hold who reached what."""
+    missing = [p for p in (path.parent, path) if not p.exists()]
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for directory in {*missing, path}:
+        directory.chmod(0o700)
+
+
+class _Journal:
+    """This process's append-only journal file, held under an exclusive ``flock``."""
+
+    def __init__(self, directory: Path) -> None:
+        _private_directory(directory)
+        self.path = directory / f"{os.getpid()}-{os.urandom(4).hex()}.jsonl"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.end = 0  # bytes in the file
+        self.synced_at = time.monotonic()
+        self.dirty = False
+
+    def append(self, data: bytes) -> tuple[int, int]:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        start, self.end = self.end, self.end + len(data)
+        self.dirty = True
+        return start, self.end
+
+    def sync(self) -> None:
+        if self.dirty:
+            self.dirty = False
+            os.fsync(self.fd)
+        self.synced_at = time.monotonic()
+
+    def truncate(self) -> None:
+        os.ftruncate(self.fd, 0)
+        self.end = 0
+
+    def close(self, *, remove: bool) -> None:
+        if remove:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def read_entries(fd: int, offset: int, limit: int, max_rows: int) -> tuple[list[AccessEntry], int]:
+    """Up to ``max_rows`` entries from whole lines of ``fd`` between ``offset`` and ``limit``,
+    and the offset after the last line read. A torn last line (its writer was killed mid-write)
+    is left unread; a line that is not a record is logged and skipped."""
+    entries: list[AccessEntry] = []
+    size = _READ_BYTES
+    while offset < limit and len(entries) < max_rows:
+        chunk = os.pread(fd, min(size, limit - offset), offset)
+        if not chunk:
+            break
+        lines = chunk.split(b"\n")
+        if len(lines) == 1:  # no whole line in the chunk
+            if offset + len(chunk) >= limit:
+                break
+            size *= 2
+            continue
+        for line in lines[:-1]:
+            offset += len(line) + 1
+            try:
+                entries.append(decode_line(line))
+            except (ValueError, TypeError):
+                logger.error("skipped an unreadable access-record journal line (%d bytes)", len(line))
+            if len(entries) >= max_rows:
+                break
+    return entries, offset
+
+
+@dataclass
+class _Chunk:
+    """Journaled rows the writer may take from memory: bytes ``start``-``end`` of the journal."""
+
+    start: int
+    end: int
+    entries: list[AccessEntry]
+
+
+class AccessLog:
+    """A bounded, crash-safe, batched writer of :class:`AccessEntry` rows."""
+
+    def __init__(self, *, batch_size: int = 500, interval: float = 0.5, max_queued: int | None = None,
+                 directory: Path | None = None) -> None:
         self.batch_size = batch_size
         self.interval = interval
+        self.max_queued = max_queued or DEFAULT_MAX_QUEUED  # settled from settings when started
+        self._max_queued_given = max_queued is not None
+        self._directory = directory
         self._queue: deque[AccessEntry] = deque()
-        self._wake = threading.Event()
-        self._write_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._journal: _Journal | None = None
+        self._journal_lock = threading.Lock()  # appends, truncation and the hand-over below
+        self._write_lock = threading.Lock()  # one database writer at a time
+        self._ready: deque[_Chunk] = deque()  # journaled, not yet written, still in memory
+        self._ready_rows = 0
+        self._committed = 0  # the database holds the journal's rows up to this offset
+        self._in_doubt = False  # the last write failed: its rows may or may not be committed
+        self._leftovers_at = 0.0  # when journals of dead processes are looked for next
+        self._wake_journal = threading.Event()
+        self._wake_writer = threading.Event()
+        self._threads: tuple[threading.Thread, ...] = ()
         self._closed = False
         self._start_lock = threading.Lock()
 
     def add(self, entry: AccessEntry) -> None:
         """Queue one record (cheap; called on the event loop)."""
         self._queue.append(entry)
-        if self._thread is None:
-            self._start()
-        if len(self._queue) >= self.batch_size:
-            self._wake.set()
+        if not self._threads:
+            self.start()
+        queued = len(self._queue)
+        if queued >= self.batch_size:
+            self._wake_journal.set()
+        if queued > self.max_queued:
+            # The journal thread is not keeping up: spill here, the bound holds.
+            self._append_queue()
 
     def pending(self) -> int:
+        """Rows held in memory, not yet in the journal (at most ``max_queued``)."""
         return len(self._queue)
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Open this process's journal and start the threads (which first replay leftovers)."""
         with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._closed = False
-                self._thread = threading.Thread(target=self._run, name="proxy-access-log", daemon=True)
-                self._thread.start()
+            if self._threads and all(t.is_alive() for t in self._threads):
+                return
+            if not self._max_queued_given:
+                self.max_queued = int(getattr(settings, "PORTAL_PROXY_ACCESS_QUEUE_MAX", DEFAULT_MAX_QUEUED))
+            self._closed = False
+            if self._journal is None:
+                self._journal = _Journal(self._directory or journal_directory())
+                self._committed = 0
+            self._threads = (
+                threading.Thread(target=self._run_journal, name="proxy-access-journal", daemon=True),
+                threading.Thread(target=self._run_writer, name="proxy-access-log", daemon=True),
+            )
+            for thread in self._threads:
+                thread.start()
 
-    def _run(self) -> None:
+    # --- journal -----------------------------------------------------------------------
+
+    def _append_queue(self) -> int:
+        """Move what is queued to the journal (no fsync); return how many rows moved."""
+        with self._journal_lock:
+            journal = self._journal
+            if journal is None:
+                return 0
+            entries = []
+            for _ in range(len(self._queue)):
+                entries.append(self._queue.popleft())
+            if not entries:
+                return 0
+            start, end = journal.append(encode_entries(entries))
+            if self._ready_rows + len(entries) <= self.max_queued:
+                self._ready.append(_Chunk(start, end, entries))
+                self._ready_rows += len(entries)
+            # else the writer has fallen behind: it reads these rows back from the file.
+        self._wake_writer.set()
+        return len(entries)
+
+    def _journal_turn(self) -> None:
+        self._append_queue()
+        journal = self._journal
+        if journal is not None and time.monotonic() - journal.synced_at >= self.interval:
+            journal.sync()
+
+    def _run_journal(self) -> None:
         while not self._closed:
-            self._wake.wait(self.interval)
-            self._wake.clear()
+            self._wake_journal.wait(self.interval)
+            self._wake_journal.clear()
             try:
-                self.flush()
+                self._journal_turn()
             except Exception:
-                # The writer must outlive a database blip: the rows stay queued for the next turn.
-                logger.exception("access record writer failed; retrying")
+                # A full or failing disk: the rows stay queued (bounded) and the turn is retried.
+                logger.exception("access records could not be journaled; retrying")
+
+    # --- database ----------------------------------------------------------------------
+
+    def _run_writer(self) -> None:
+        pause = self.interval
+        while not self._closed:
+            self._wake_writer.wait(pause)
+            self._wake_writer.clear()
+            if self._closed:
+                return
+            refused = self._write_journaled() is None
+            pause = min(pause * 2, _MAX_BACKOFF) if refused else self.interval  # away: try less often
 
     def flush(self) -> int:
         """Write everything queued so far; return how many rows were written.
@@ -91,45 +303,194 @@ class AccessLog:
         next turn, so under steady traffic the writer writes a few large batches instead of
         chasing the queue with many small ones (each a transaction, and the GIL each time).
         """
-        from streaming.proxy.models import AccessRecord
+        if self._journal is None:
+            if not self._queue:
+                return 0
+            self.start()
+        self._append_queue()
+        return self._write_journaled() or 0
 
+    def _write_journaled(self) -> int | None:
+        """Copy the journal (and any leftover journals that are due) into the database.
+
+        Returns the rows written, or ``None`` when the database refused (they stay journaled).
+        """
         written = 0
         with self._write_lock:
             try:
-                left = len(self._queue)
-                while left > 0 and self._queue:
-                    batch = []
-                    while self._queue and len(batch) < min(self.batch_size, left):
-                        batch.append(self._queue.popleft())
-                    left -= len(batch)
-                    try:
-                        _insert(AccessRecord, batch)
-                    except Exception:
-                        # Keep the rows for the next attempt; a database blip must not lose them.
-                        self._queue.extendleft(reversed(batch))
-                        logger.exception("access records could not be written; will retry")
-                        return written
-                    written += len(batch)
+                if time.monotonic() >= self._leftovers_at:
+                    written += self._replay_leftovers()
+                    self._leftovers_at = time.monotonic() + _LEFTOVER_SCAN_SECONDS
+                written += self._write_own()
+            except Exception:
+                # The writer must outlive a database outage: the rows stay in the journal.
+                self._in_doubt = True
+                logger.exception("access records could not be written; they wait in the journal")
+                return None
             finally:
                 with contextlib.suppress(Exception):  # the database may be the thing that is down
                     close_old_connections()
         return written
 
+    def _write_own(self) -> int:
+        from streaming.proxy.models import AccessRecord
+
+        journal = self._journal
+        if journal is None:
+            return 0
+        written = 0
+        target = journal.end
+        while self._committed < target:
+            chunk = self._next_chunk(journal, target)
+            if chunk is None:
+                break
+            written += _write_once(AccessRecord, chunk.entries, check=self._in_doubt)
+            self._in_doubt = False
+            with self._journal_lock:
+                self._committed = chunk.end
+                while self._ready and self._ready[0].end <= self._committed:
+                    self._ready_rows -= len(self._ready.popleft().entries)
+        with self._journal_lock:
+            if self._committed == journal.end and journal.end:
+                journal.truncate()  # everything is in the database: start the file afresh
+                self._committed = 0
+                self._ready.clear()
+                self._ready_rows = 0
+        return written
+
+    def _next_chunk(self, journal: _Journal, target: int) -> _Chunk | None:
+        """The next rows after ``_committed``: from memory if handed over, else from the file."""
+        with self._journal_lock:
+            while self._ready and self._ready[0].end <= self._committed:
+                self._ready_rows -= len(self._ready.popleft().entries)
+            if self._ready and self._ready[0].start == self._committed:
+                return self._ready[0]
+            limit = self._ready[0].start if self._ready else target
+        entries, end = read_entries(journal.fd, self._committed, limit, self.batch_size)
+        if end == self._committed:
+            return None
+        return _Chunk(self._committed, end, entries)
+
+    def _replay_leftovers(self) -> int:
+        """Write and delete the journals of processes that died (their lock is free)."""
+        from streaming.proxy.models import AccessRecord
+
+        directory = self._journal.path.parent if self._journal else journal_directory()
+        own = self._journal.path if self._journal else None
+        written = 0
+        for path in sorted(directory.glob("*.jsonl")):
+            if path == own:
+                continue
+            with _claimed(path) as fd:
+                if fd is None:
+                    continue
+                offset, size = 0, os.fstat(fd).st_size
+                while offset < size:
+                    entries, offset_after = read_entries(fd, offset, size, self.batch_size)
+                    if offset_after == offset:
+                        break  # a torn last line: its writer died while writing it
+                    written += _write_once(AccessRecord, entries, check=True)
+                    offset = offset_after
+                path.unlink(missing_ok=True)
+                logger.warning("replayed the access-record journal %s of a process that ended", path.name)
+        return written
+
     def close(self) -> None:
-        """Stop the writer and write what is left (normal shutdown)."""
+        """Stop the threads and write what is left (normal shutdown). If the database is away,
+        the journal stays on disk and the next process to start writes it."""
         self._closed = True
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
-        self._thread = None
-        while self._queue and self.flush():
-            pass
+        self._wake_journal.set()
+        self._wake_writer.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=10)
+        self._threads = ()
+        journal = self._journal
+        if journal is None:
+            return
+        with contextlib.suppress(Exception):
+            self.flush()
+        with self._journal_lock:
+            done = not self._queue and journal.end == 0
+            with contextlib.suppress(OSError):
+                journal.sync()
+            journal.close(remove=done)
+            if done:
+                with contextlib.suppress(OSError):  # kept while another process's journal is in it
+                    journal.path.parent.rmdir()
+            self._journal = None
+            self._ready.clear()
+            self._ready_rows = 0
+            self._committed = 0
+
+    def _forget_after_fork(self) -> None:
+        """A forked child owns neither the parent's journal nor its threads."""
+        self._queue.clear()
+        if self._journal is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._journal.fd)
+        self._journal = None
+        self._threads = ()
+        self._ready.clear()
+        self._ready_rows = 0
+        self._committed = 0
+        self._journal_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._start_lock = threading.Lock()
 
 
-_COLUMNS = tuple(f.name for f in fields(AccessEntry))
-_row = attrgetter(*_COLUMNS)  # an entry's values in column order, "time" last
-assert _COLUMNS[-1] == "time"
+@contextlib.contextmanager
+def _claimed(path: Path) -> Iterator[int | None]:
+    """An open descriptor of ``path`` under its exclusive lock, or ``None`` if its owner lives
+    (or another process is replaying it, or it is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        yield fd if os.fstat(fd).st_nlink else None  # unlinked by a replayer that finished first
+    finally:
+        os.close(fd)
+
+
+def _write_once(model: type, batch: list[AccessEntry], *, check: bool) -> int:
+    """Insert ``batch``; with ``check``, first leave out rows the database already holds
+    (their commit is in doubt). A row the database rejects for its content is logged and
+    dropped, so one bad row cannot hold every later one back."""
+    if check:
+        held = _already_written(model, batch)
+        batch = [e for e in batch if e.request_id not in held]
+    if not batch:
+        return 0
+    try:
+        _insert(model, batch)
+        return len(batch)
+    except (DataError, IntegrityError):
+        written = 0
+        for entry in batch:
+            try:
+                _insert(model, [entry])
+                written += 1
+            except (DataError, IntegrityError):
+                logger.exception("an access record was rejected by the database and dropped: %r", entry)
+        return written
+
+
+def _already_written(model: type, batch: list[AccessEntry]) -> set[str]:
+    """The request ids of ``batch`` that the database holds (looked up within the batch's time
+    range, which is indexed)."""
+    ids = [e.request_id for e in batch if e.request_id]
+    if not ids:
+        return set()
+    times = [e.time for e in batch]
+    return set(model.objects.filter(time__gte=min(times), time__lte=max(times), request_id__in=ids)
+               .values_list("request_id", flat=True))
 
 
 def _insert(model: type, batch: list[AccessEntry]) -> None:
@@ -161,3 +522,17 @@ def _copy(model: type, batch: list[AccessEntry]) -> None:
 
 access_log = AccessLog()
 atexit.register(access_log.close)
+os.register_at_fork(after_in_child=access_log._forget_after_fork)
+
+
+def _start_on_first_request(**_: object) -> None:
+    """A restarted portal replays a dead process's journal at its first request of any kind
+    (a health check will do), not only at its first proxied one."""
+    request_started.disconnect(_start_on_first_request)
+    try:
+        access_log.start()
+    except OSError:
+        logger.exception("the access-record journal could not be opened")
+
+
+request_started.connect(_start_on_first_request, weak=False)
