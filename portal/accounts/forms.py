@@ -3,7 +3,7 @@
 
 from django import forms
 
-__all__ = ["PasswordForm", "TokenForm"]
+__all__ = ["CodeInput", "PasswordForm", "TokenForm"]
 
 
 class PasswordForm(forms.Form):
@@ -13,10 +13,17 @@ class PasswordForm(forms.Form):
         attrs={"autocomplete": "current-password"}))
 
 
+class CodeInput(forms.TextInput):
+    """A code field that comes back empty after a wrong code: it must be typed afresh."""
+
+    def format_value(self, value: object) -> None:
+        return None
+
+
 class TokenForm(forms.Form):
     otp_token = forms.CharField(
         label="Code", max_length=32, min_length=6,
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric",
-                                      "autofocus": True, "spellcheck": "false"}),
+        widget=CodeInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric",
+                                "autofocus": True, "spellcheck": "false"}),
         help_text="The 6-digit code from your authenticator app, or one of your backup codes.",
     )

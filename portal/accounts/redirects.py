@@ -1,5 +1,7 @@
 """Where to send a user after a sign-in step: only ever back into this portal."""
 
+import re
+
 from django.http import HttpRequest
 from django.utils.http import url_has_allowed_host_and_scheme
 
@@ -7,11 +9,16 @@ __all__ = ["NEXT_KEY", "remember_next", "safe_next", "take_next"]
 
 NEXT_KEY = "next_after_mfa"
 _NEVER_RETURN_TO = ("/accounts/logout", "/accounts/login")
+# Control characters (NUL above all) are never part of a URL the portal made; the database
+# and the audit trail refuse NUL.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def safe_next(request: HttpRequest, candidate: str | None, default: str = "/") -> str:
     """``candidate`` if it is a path on this host, else ``default`` (no open redirects)."""
     if not candidate or "\\" in candidate or candidate.startswith(_NEVER_RETURN_TO):
+        return default
+    if _CONTROL.search(candidate):
         return default
     if not candidate.startswith("/") or candidate.startswith("//"):
         return default

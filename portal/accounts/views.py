@@ -6,19 +6,31 @@ Views translate HTTP to the functions in :mod:`portal.accounts.mfa` and
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from portal.accounts import mfa
 from portal.accounts.forms import PasswordForm, TokenForm
+from portal.accounts.inputs import refuse_invalid_input
 from portal.accounts.redirects import remember_next, safe_next, take_next
+from portal.accounts.signin import (
+    check_password,
+    codes_wait_message,
+    generic_failure_message,
+    locked_message,
+    wait_message,
+)
+from portal.accounts.stepup import step_up_reason
 from portal.accounts.throttle import LoginThrottle
 from portal.audit.chain import record_request
 from portal.metrics import SIGN_INS
@@ -31,18 +43,11 @@ def _audit(request: HttpRequest, step: str, *, outcome: str, **kwargs: object) -
     SIGN_INS.labels(step=step, outcome=outcome).inc()
 
 
-GENERIC_LOGIN_ERROR = "The username or password is not right. Check both and try again."
-
-
-def _wait_message(seconds: int) -> str:
-    return (f"Too many failed attempts. For your account's safety, sign-in is paused: "
-            f"try again in {seconds} seconds.")
-
-
 @login_not_required
 @sensitive_post_parameters("password")
 @never_cache
 @require_http_methods(["GET", "POST"])
+@refuse_invalid_input("login.password")
 def login_view(request: HttpRequest) -> HttpResponse:
     """Step one: username and password. The answer never says whether the user exists."""
     if request.user.is_authenticated and request.user.is_verified():
@@ -52,17 +57,23 @@ def login_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         username = form.cleaned_data["username"]
         throttle = LoginThrottle(username, request.client_address)
-        if wait := throttle.retry_after():
+        # Reserved before the check, atomically: parallel guesses cannot all slip under the limit.
+        if wait := throttle.reserve():
             _audit(request, "login.password", outcome="throttled", actor=username,
-                           detail={"retry_after": wait})
-            form.add_error(None, _wait_message(wait))
+                   detail={"retry_after": wait})
+            form.add_error(None, wait_message(wait))
             status = 429
         else:
-            user = authenticate(request, username=username, password=form.cleaned_data["password"])
-            if user is None:
-                throttle.failed()
+            check = check_password(request, username, form.cleaned_data["password"])
+            user = check.user
+            if check.locked:
+                _audit(request, "login.password", outcome="failure", actor=username,
+                       reasons=[{"rule": "account_locked", "message": "The account is locked."}])
+                form.add_error(None, locked_message(check.locked_by))
+                status = 403
+            elif user is None:
                 _audit(request, "login.password", outcome="failure", actor=username)
-                form.add_error(None, GENERIC_LOGIN_ERROR)
+                form.add_error(None, generic_failure_message())
                 status = 401
             else:
                 throttle.succeeded()
@@ -78,6 +89,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
 
 @never_cache
 @require_http_methods(["GET", "POST"])
+@refuse_invalid_input("mfa.verify")
 def mfa_verify_view(request: HttpRequest) -> HttpResponse:
     """Step two on every sign-in: a TOTP code or a backup code."""
     user = request.user
@@ -99,19 +111,19 @@ def mfa_verify_view(request: HttpRequest) -> HttpResponse:
         if result.throttled_for:
             _audit(request, "mfa.verify", outcome="throttled",
                            detail={"retry_after": result.throttled_for})
-            form.add_error("otp_token", f"Too many wrong codes. Wait {result.throttled_for} "
-                                        "seconds, then enter a new code.")
+            form.add_error("otp_token", codes_wait_message(result.throttled_for))
             status = 429
         else:
             _audit(request, "mfa.verify", outcome="failure")
-            form.add_error("otp_token", "That code is not right, or it was already used. "
-                                        "Wait for the next code and try again.")
+            form.add_error("otp_token", _("That code is not right, or it was already used. "
+                                          "Wait for the next code and try again."))
             status = 401
     return render(request, "accounts/mfa_verify.html", {"form": form}, status=status)
 
 
 @never_cache
 @require_http_methods(["GET", "POST"])
+@refuse_invalid_input("mfa.enrol")
 def mfa_view(request: HttpRequest) -> HttpResponse:
     """Enrolment on first sign-in (forced); afterwards the MFA status and backup codes."""
     user = request.user
@@ -134,10 +146,10 @@ def mfa_view(request: HttpRequest) -> HttpResponse:
                           {"codes": codes, "continue_to": take_next(request), "first_time": True})
         _audit(request, "mfa.enrol", outcome="throttled" if result.throttled_for
                        else "failure")
-        form.add_error("otp_token", f"Too many wrong codes. Wait {result.throttled_for} seconds."
+        form.add_error("otp_token", codes_wait_message(result.throttled_for)
                        if result.throttled_for else
-                       "That code is not right. Check the time on your phone and try the "
-                       "current code.")
+                       _("That code is not right. Check the time on your phone and try the "
+                         "current code."))
         status = 429 if result.throttled_for else 400
     return render(request, "accounts/mfa_enrol.html", {
         "form": form, "secret": mfa.totp_secret_base32(device),
@@ -154,14 +166,16 @@ def _mfa_status(request: HttpRequest) -> HttpResponse:
         _audit(request, "mfa.backup_codes", outcome="success")
         return render(request, "accounts/backup_codes.html",
                       {"codes": codes, "continue_to": reverse("accounts:mfa"), "first_time": False})
+    age = mfa.mfa_age(request)
     return render(request, "accounts/mfa_status.html", {
         "remaining_codes": mfa.remaining_backup_codes(request.user),
-        "mfa_age": mfa.mfa_age(request),
+        "mfa_age": None if age is None else int(age),
     })
 
 
 @never_cache
 @require_http_methods(["GET", "POST"])
+@refuse_invalid_input("mfa.step_up")
 def step_up_view(request: HttpRequest) -> HttpResponse:
     """A fresh second factor for a sensitive action; then back to where the user was."""
     next_url = safe_next(request, request.POST.get("next") or request.GET.get("next"))
@@ -179,14 +193,32 @@ def step_up_view(request: HttpRequest) -> HttpResponse:
             return HttpResponseRedirect(next_url)
         _audit(request, "mfa.step_up",
                        outcome="throttled" if result.throttled_for else "failure")
-        form.add_error("otp_token", f"Too many wrong codes. Wait {result.throttled_for} seconds."
+        form.add_error("otp_token", codes_wait_message(result.throttled_for)
                        if result.throttled_for else
-                       "That code is not right, or it was already used. Wait for the next one.")
+                       _("That code is not right, or it was already used. Wait for the next one."))
         status = 429 if result.throttled_for else 401
     return render(request, "accounts/step_up.html",
                   {"form": form, "next": next_url,
                    "challenge": request.POST.get("challenge") or request.GET.get("challenge", ""),
-                   "reason": request.GET.get("reason", "")}, status=status)
+                   "reason": step_up_reason(request.POST.get("reason") or request.GET.get("reason"))},
+                  status=status)
+
+
+@login_not_required
+@never_cache
+def admin_login_view(request: HttpRequest) -> HttpResponse:
+    """``/admin/login/`` has no password form of its own: it sends people to the portal's
+    sign-in (password, second factor, throttle, audit), and nothing posted here is checked."""
+    next_url = safe_next(request, request.GET.get("next"), default=reverse("admin:index"))
+    if next_url.startswith(request.path):
+        next_url = reverse("admin:index")  # never back here: that would loop
+    if request.user.is_authenticated and request.user.is_verified():
+        if request.user.is_active and request.user.is_staff:
+            return redirect(next_url)
+        return render(request, "errors/403.html", {
+            "reason": _("The admin site is for portal staff only; this account is not one."),
+            "request_id": getattr(request, "request_id", "")}, status=403)
+    return redirect(f"{reverse('accounts:login')}?{urlencode({'next': next_url})}")
 
 
 @login_not_required
@@ -202,4 +234,4 @@ def logout_view(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/logout.html")
 
 
-__all__ = ["login_view", "logout_view", "mfa_verify_view", "mfa_view", "step_up_view"]
+__all__ = ["admin_login_view", "login_view", "logout_view", "mfa_verify_view", "mfa_view", "step_up_view"]

@@ -98,12 +98,13 @@ def test_login_does_not_reveal_which_usernames_exist(client, employee):
     assert strip(unknown).split("csrfmiddlewaretoken")[0] == strip(wrong).split("csrfmiddlewaretoken")[0]
 
 
-def test_inactive_user_gets_the_same_answer_as_a_wrong_password(client, employee):
+def test_a_locked_user_with_a_wrong_password_gets_the_same_answer_as_anyone(client, employee):
     employee.is_active = False
     employee.save()
-    response = client.post("/accounts/login/", {"username": employee.username, "password": PASSWORD})
-    assert response.status_code == 401
-    assert b"not right" in response.content
+    locked = client.post("/accounts/login/", {"username": employee.username, "password": "x" * 12})
+    unknown = client.post("/accounts/login/", {"username": "nobody-here", "password": "x" * 12})
+    assert locked.status_code == unknown.status_code == 401
+    assert b"not right" in locked.content and b"locked" not in locked.content
 
 
 @pytest.mark.parametrize("target", [
