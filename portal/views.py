@@ -10,7 +10,7 @@ from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.views.decorators.cache import never_cache
 
-from portal.health import DEPENDENCY_ERRORS, readiness
+from portal.health import DEPENDENCY_ERRORS, readiness_report, unavailable_context
 
 __all__ = ["bad_request", "csrf_failure", "healthz", "page_not_found", "permission_denied",
            "readyz", "server_error"]
@@ -25,11 +25,8 @@ def healthz(request: HttpRequest) -> HttpResponse:
 @login_not_required
 @never_cache
 def readyz(request: HttpRequest) -> HttpResponse:
-    checks = readiness()
-    failing = sorted(name for name, state in checks.items() if state != "ok")
-    body = {"status": "ok" if not failing else "unavailable", "checks": checks,
-            "failing": failing}
-    return JsonResponse(body, status=503 if failing else 200)
+    body, status = readiness_report(getattr(request, "client_address", ""))
+    return JsonResponse(body, status=status)
 
 
 def _render_error(request: HttpRequest, template: str, status: int, **context: object) -> HttpResponse:
@@ -61,6 +58,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     exc = sys.exc_info()[1]
     context = {"request_id": getattr(request, "request_id", "")}
     if isinstance(exc, DEPENDENCY_ERRORS):
+        context.update(unavailable_context(exc))
         response = HttpResponse(render_to_string("errors/503.html", context), status=503)
         response["Retry-After"] = "30"
         return response
