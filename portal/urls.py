@@ -6,10 +6,14 @@ from django.urls import include, path
 from portal import landing, views
 from portal.accounts import people
 from portal.accounts import views as account_views
+from portal.accounts import views as account_views
 from portal.metrics import metrics_view
 
 urlpatterns = [
     path("accounts/", include("portal.accounts.urls")),
+    # Before the admin's own URLs: its password form would bypass the second factor,
+    # the throttle and the audit trail.
+    path("admin/login/", account_views.admin_login_view, name="admin_login"),
     # Before the admin's own URLs: its password form would bypass the second factor,
     # the throttle and the audit trail.
     path("admin/login/", account_views.admin_login_view, name="admin_login"),
