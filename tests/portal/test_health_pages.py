@@ -148,3 +148,11 @@ def test_with_redis_down_a_sign_in_attempt_is_told_redis_is_unreachable():
                               headers={"Referer": base + "/accounts/login/"})
         assert status == 503
         assert "cannot reach <strong>Redis" in page
+
+
+def test_portal_pages_name_a_favicon_the_portal_serves(client):
+    page = client.get("/accounts/login/").content.decode()
+    href = page.split('<link rel="icon" href="')[1].split('"')[0]
+    response = client.get(href)
+    assert response.status_code == 200
+    assert b"<svg" in b"".join(response.streaming_content if response.streaming else [response.content])
