@@ -3,17 +3,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import landing, views
+from portal import views
 from portal.accounts import people
-from portal.accounts import views as account_views
 from portal.accounts import views as account_views
 from portal.metrics import metrics_view
 
 urlpatterns = [
     path("accounts/", include("portal.accounts.urls")),
-    # Before the admin's own URLs: its password form would bypass the second factor,
-    # the throttle and the audit trail.
-    path("admin/login/", account_views.admin_login_view, name="admin_login"),
     # Before the admin's own URLs: its password form would bypass the second factor,
     # the throttle and the audit trail.
     path("admin/login/", account_views.admin_login_view, name="admin_login"),
@@ -25,7 +21,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
-    path("", landing.home, name="home"),  # each role's landing page; My apps for employees
     path("", include("streaming.proxy.urls")),
     path("", include("streaming.desktop.urls")),
     path("", include("tiers.urls")),
