@@ -1,8 +1,10 @@
 """The catalog in Django's admin, for staff.
 
-Tier moves made here land in the resource's history and the audit chain like those from the
-portal's own pages; grants are revoked through :mod:`tiers.jit`, never edited; the history
-of tier changes and access requests is read-only.
+The admin is not a way around four eyes (docs/decisions/0018): a tier's protective rules and
+a resource's tier are read-only here once they exist, so lowering protection goes through the
+Manage pages or ``catalog apply``, where a second admin approves it. A new resource's first
+tier lands in its history and the audit chain; grants are revoked through :mod:`tiers.jit`,
+never edited; the history of tier changes, access requests and policy changes is read-only.
 """
 
 from __future__ import annotations
@@ -15,13 +17,26 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 
 from tiers import jit
-from tiers.models import AccessGrant, AccessRequest, ActionRule, NetworkZone, Resource, Tier, TierChange
+from tiers.models import (
+    AccessGrant,
+    AccessRequest,
+    ActionRule,
+    NetworkZone,
+    PolicyChangeRequest,
+    Resource,
+    Tier,
+    TierChange,
+)
 from tiers.pages import note_tier_change
+from tiers.policy_changes import RULE_KEYS
 
 __all__ = [
-    "AccessGrantAdmin", "AccessRequestAdmin", "NetworkZoneAdmin", "ResourceAdmin", "TierAdmin",
-    "TierChangeAdmin",
+    "AccessGrantAdmin", "AccessRequestAdmin", "NetworkZoneAdmin", "PolicyChangeRequestAdmin",
+    "ResourceAdmin", "TierAdmin", "TierChangeAdmin",
 ]
+
+FOUR_EYES_NOTE = ("Protective fields are read-only here: change them on the portal's Manage pages, "
+                  "where a change that lowers protection waits for a second admin's approval.")
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -61,6 +76,17 @@ class TierAdmin(admin.ModelAdmin):
                                         "recording", "watermark", "retention_days")}),
     )
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Tier | None = None) -> tuple[str, ...]:
+        """An existing tier's rules change only through the four-eyes path (Manage, catalog)."""
+        return RULE_KEYS if obj is not None else ()
+
+    def get_fieldsets(self, request: HttpRequest, obj: Tier | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        name, options = fieldsets[0]
+        return ((name, {**options, "description": FOUR_EYES_NOTE}), *fieldsets[1:])
+
 
 class ActionRuleInline(admin.TabularInline):
     model = ActionRule
@@ -77,6 +103,10 @@ class ResourceAdmin(admin.ModelAdmin):
     autocomplete_fields = ("owner",)
     filter_horizontal = ("allowed_groups", "allowed_users")
     inlines = [ActionRuleInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Resource | None = None) -> tuple[str, ...]:
+        """A resource's tier is chosen when it is created; moving it is a Manage-page re-tag."""
+        return ("tier",) if obj is not None else ()
 
     def save_model(self, request: HttpRequest, obj: Resource, form: ModelForm, change: bool) -> None:
         previous = Resource.objects.select_related("tier").filter(pk=obj.pk).first() if change else None
@@ -132,3 +162,14 @@ class TierChangeAdmin(ReadOnlyAdmin):
     list_filter = ("to_tier", "changed_by")
     search_fields = ("resource__slug", "changed_by")
     list_select_related = ("resource",)
+
+
+@admin.register(PolicyChangeRequest)
+class PolicyChangeRequestAdmin(ReadOnlyAdmin):
+    """Changes are approved on the portal's Policy changes page (so self-approval stays impossible)."""
+
+    list_display = ("kind", "tier", "resource", "state", "requested_by", "requested_at", "decided_by",
+                    "decided_at")
+    list_filter = ("state", "kind")
+    search_fields = ("resource__slug", "tier__name", "requested_by__username", "reason")
+    list_select_related = ("tier", "resource", "requested_by", "decided_by")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django import forms
@@ -13,19 +14,27 @@ from tiers.models import NetworkZone, Resource, ResourceKind, Tier
 from tiers.types import ActionClass
 
 __all__ = [
-    "AccessRequestForm", "DecisionNoteForm", "ResourceFilterForm", "RetagForm", "SimulatorForm",
-    "TierForm",
+    "REASON_MAX", "AccessRequestForm", "DecisionNoteForm", "ResourceFilterForm", "RetagForm",
+    "SimulatorForm", "TierForm",
 ]
+
+REASON_MAX = 500
+
+
+def _reason_field() -> forms.CharField:
+    return forms.CharField(
+        label="Reason", max_length=REASON_MAX, required=False,
+        help_text="Shown to the second admin when the change lowers protection and needs approval.")
 
 
 class ResourceFilterForm(forms.Form):
     """Narrow the admin's resource list (GET)."""
 
     tier = forms.ModelChoiceField(Tier.objects.all(), to_field_name="name", required=False,
-                                  empty_label="All tiers")
+                                  label="Show tier", empty_label="All tiers")
     kind = forms.ChoiceField(choices=[("", "All kinds"), *ResourceKind.choices], required=False)
-    q = forms.CharField(label="Text", max_length=100, required=False,
-                        help_text="Part of the name, slug or description.")
+    q = forms.CharField(label="Name contains", max_length=100, required=False,
+                        widget=forms.TextInput(attrs={"placeholder": "Name, slug or description"}))
 
 
 class RetagForm(forms.Form):
@@ -34,12 +43,24 @@ class RetagForm(forms.Form):
     resources = forms.ModelMultipleChoiceField(
         Resource.objects.all(), to_field_name="slug",
         error_messages={"required": "Select at least one resource to re-tag."})
-    tier = forms.ModelChoiceField(Tier.objects.all(), to_field_name="name", label="New tier",
+    tier = forms.ModelChoiceField(Tier.objects.all(), to_field_name="name", label="Move selected to",
                                   empty_label="Choose a tier")
+    reason = _reason_field()
+
+    def __init__(self, *args: Any, lowering: Mapping[str, object] | None = None,
+                 **kwargs: Any) -> None:
+        """``lowering``: tier names a move to which lowers protection, marked in the choice."""
+        super().__init__(*args, **kwargs)
+        marked = lowering or {}
+        self.fields["tier"].label_from_instance = lambda tier: (
+            f"{tier.name} (lowers protection: needs a second admin's approval)"
+            if tier.name in marked else tier.name)
 
 
 class TierForm(forms.ModelForm):
     """A tier's rules. The name is fixed here: catalogs in git refer to it."""
+
+    reason = _reason_field()
 
     class Meta:
         model = Tier
@@ -64,6 +85,12 @@ class TierForm(forms.ModelForm):
             "clipboard_out": "Copy out of the session",
             "rate_limit_per_minute": "Rate limit (requests per minute)",
         }
+
+    def wanted_state(self) -> dict[str, Any]:
+        """The valid form as a tier state (see :func:`tiers.policy_changes.tier_state`)."""
+        state = {name: self.cleaned_data[name] for name in self.Meta.fields if name != "allowed_zones"}
+        state["allowed_zones"] = sorted(z.name for z in self.cleaned_data["allowed_zones"])
+        return state
 
 
 class SimulatorForm(forms.Form):

@@ -32,7 +32,7 @@ from tiers.pages import note_tier_change
 __all__ = [
     "MANAGE_PERMISSION", "RULE_KEYS", "NotAllowed", "NotPending", "PolicyChangeError", "RetagOutcome",
     "SelfApproval", "Stale", "TierEditOutcome", "Weakening", "approve", "edit_tier", "file_request",
-    "pending_changes", "reject", "retag", "rule_label", "shown", "tier_state", "weakens",
+    "lowering_moves", "pending_changes", "reject", "retag", "rule_label", "shown", "tier_state", "weakens",
 ]
 
 MANAGE_PERMISSION = "accounts.manage_catalog"
@@ -305,6 +305,15 @@ def edit_tier(tier: Tier, wanted: Mapping[str, Any], by: AbstractBaseUser, *, re
             held = file_request(tier=locked, changes={k: diff[k] for k in diff if k in held_keys},
                                 weakenings=found, by=by, reason=reason, source=source, origin=origin)
     return TierEditOutcome(applied, held)
+
+
+def lowering_moves(resource: Resource) -> dict[str, list[Weakening]]:
+    """For each other tier, what moving ``resource`` there would weaken (tiers that weaken nothing
+    are left out): the re-tag form marks these as needing a second admin."""
+    tiers = list(Tier.objects.prefetch_related("allowed_zones"))
+    current = next(t for t in tiers if t.pk == resource.tier_id)
+    moves = {t.name: weakens(tier_state(current), tier_state(t)) for t in tiers if t.pk != current.pk}
+    return {name: found for name, found in moves.items() if found}
 
 
 # --- deciding -------------------------------------------------------------------------------

@@ -20,6 +20,11 @@ manage_patterns = [
     path("requests/<int:pk>/approve/", views.manage_request_decide, {"verdict": "approve"},
          name="approve"),
     path("requests/<int:pk>/deny/", views.manage_request_decide, {"verdict": "deny"}, name="deny"),
+    path("changes/", views.manage_changes, name="changes"),
+    path("changes/<int:pk>/approve/", views.manage_change_decide, {"verdict": "approve"},
+         name="change-approve"),
+    path("changes/<int:pk>/reject/", views.manage_change_decide, {"verdict": "reject"},
+         name="change-reject"),
     path("grants/<int:pk>/revoke/", views.manage_grant_revoke, name="revoke"),
 ]
 

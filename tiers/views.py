@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from portal.audit.chain import record_request
-from tiers import jit, pages
+from tiers import jit, pages, policy_changes
 from tiers.enforcement import load_resource
 from tiers.forms import (
     AccessRequestForm,
@@ -29,18 +29,19 @@ from tiers.forms import (
     TierForm,
 )
 from tiers.jit import Origin
-from tiers.models import AccessGrant, AccessRequest, Resource, Tier
+from tiers.models import AccessGrant, AccessRequest, PolicyChangeRequest, Resource, Tier
 from tiers.pages import render_denial, render_unavailable
 from tiers.types import Action, ActionClass
 
 __all__ = [
-    "CATALOG_PERMISSION", "manage_grant_revoke", "manage_index", "manage_request_decide",
+    "CATALOG_PERMISSION", "manage_change_decide", "manage_changes", "manage_grant_revoke",
+    "manage_index", "manage_request_decide",
     "manage_requests", "manage_resource", "manage_resources", "manage_simulator",
     "manage_tier", "manage_tiers", "my_apps", "render_denial", "render_unavailable", "request_cancel",
     "requests_index",
 ]
 
-CATALOG_PERMISSION = "accounts.manage_catalog"
+CATALOG_PERMISSION = policy_changes.MANAGE_PERMISSION
 APPROVE_PERMISSION = jit.APPROVE_PERMISSION
 
 View = Callable[..., HttpResponse]
@@ -119,7 +120,16 @@ def manage_index(request: HttpRequest) -> HttpResponse:
     return render(request, "tiers/manage/index.html", {
         "pending_count": jit.pending_requests().count()
         if request.user.has_perm(APPROVE_PERMISSION) else None,
+        "pending_changes": policy_changes.pending_changes().count()
+        if request.user.has_perm(CATALOG_PERMISSION) else None,
     })
+
+
+def _held_message(held: list[PolicyChangeRequest]) -> str:
+    """Say that a change was held, what it would weaken, and that a second admin decides."""
+    parts = [f"#{c.pk} {c.target_name}: {'; '.join(c.weakens)}" for c in held]
+    return ("This lowers protection: it needs a second admin's approval. Nothing was changed for "
+            f"it yet; waiting in Policy changes: {' | '.join(parts)}.")
 
 
 def _resources_page(request: HttpRequest, retag_form: RetagForm, query: QueryDict,
@@ -147,10 +157,13 @@ def manage_resources(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _resources_page(request, form, query, status=400)
     tier = form.cleaned_data["tier"]
-    changes = pages.retag(form.cleaned_data["resources"], tier, request.user, Origin.of(request))
-    unchanged = len(form.cleaned_data["resources"]) - len(changes)
-    messages.success(request, f"Moved {len(changes)} resource(s) to {tier.name}."
-                     + (f" {unchanged} already had that tier." if unchanged else ""))
+    outcome = policy_changes.retag(form.cleaned_data["resources"], tier, request.user,
+                                   reason=form.cleaned_data["reason"], origin=Origin.of(request))
+    if outcome.moved or not outcome.held:
+        messages.success(request, f"Moved {len(outcome.moved)} resource(s) to {tier.name}."
+                         + (f" {outcome.unchanged} already had that tier." if outcome.unchanged else ""))
+    if outcome.held:
+        messages.warning(request, _held_message(outcome.held))
     if request.POST.get("return_to") == "resource" and len(form.cleaned_data["resources"]) == 1:
         return redirect("manage:resource", slug=form.cleaned_data["resources"][0].slug)
     back = query.urlencode()
@@ -164,10 +177,12 @@ def manage_resource(request: HttpRequest, slug: str) -> HttpResponse:
     resource = get_object_or_404(
         Resource.objects.select_related("tier", "owner")
         .prefetch_related("allowed_groups", "allowed_users", "action_rules", "tier_changes"), slug=slug)
+    lowering = policy_changes.lowering_moves(resource)
     return render(request, "tiers/manage/resource.html", {
         "resource": resource, "history": resource.tier_changes.all(),
-        "retag_form": RetagForm(initial={"tier": resource.tier.name}), "tiers": Tier.objects.all(),
-        "entry": pages.entry_point(resource),
+        "retag_form": RetagForm(initial={"tier": resource.tier.name}, lowering=lowering),
+        "lowering": lowering, "tiers": Tier.objects.all(), "entry": pages.entry_point(resource),
+        "pending": policy_changes.pending_changes().filter(resource=resource),
     })
 
 
@@ -186,13 +201,52 @@ def manage_tier(request: HttpRequest, name: str) -> HttpResponse:
     """Edit a tier's rules; what changed is audited."""
     tier = get_object_or_404(Tier, name=name)
     form = TierForm(request.POST or None, instance=tier)
+    context = {"tier": tier, "form": form,
+               "pending": policy_changes.pending_changes().filter(tier=tier)}
     if request.method == "POST":
         if form.is_valid():
-            changes = pages.update_tier(form, request.user, Origin.of(request))
-            messages.success(request, f"Tier {tier.name} saved ({len(changes)} change(s)).")
+            outcome = policy_changes.edit_tier(tier, form.wanted_state(), request.user,
+                                               reason=form.cleaned_data["reason"],
+                                               origin=Origin.of(request))
+            if outcome.applied or outcome.held is None:
+                messages.success(request, f"Tier {tier.name} saved ({len(outcome.applied)} change(s)).")
+            if outcome.held is not None:
+                messages.warning(request, _held_message([outcome.held]))
             return redirect("manage:tiers")
-        return render(request, "tiers/manage/tier_form.html", {"tier": tier, "form": form}, status=400)
-    return render(request, "tiers/manage/tier_form.html", {"tier": tier, "form": form})
+        return render(request, "tiers/manage/tier_form.html", context, status=400)
+    return render(request, "tiers/manage/tier_form.html", context)
+
+
+# --- manage: policy changes (four eyes) -------------------------------------------------------
+
+@permission_or_404(CATALOG_PERMISSION)
+@require_http_methods(["GET", "HEAD"])
+def manage_changes(request: HttpRequest) -> HttpResponse:
+    """Changes that lower protection, waiting for a second admin; and recent decisions."""
+    return render(request, "tiers/manage/changes.html", {
+        "pending": policy_changes.pending_changes(),
+        "decided": PolicyChangeRequest.objects.exclude(state=PolicyChangeRequest.State.PENDING)
+                   .select_related("tier", "resource", "requested_by", "decided_by")[:20],
+    })
+
+
+@permission_or_404(CATALOG_PERMISSION)
+@require_POST
+def manage_change_decide(request: HttpRequest, pk: int, verdict: str) -> HttpResponse:
+    """Approve (applies it) or reject one change; approving one's own is refused (403)."""
+    change = get_object_or_404(PolicyChangeRequest, pk=pk)
+    form = DecisionNoteForm(request.POST)
+    note = form.cleaned_data["note"] if form.is_valid() else ""
+    step = policy_changes.approve if verdict == "approve" else policy_changes.reject
+    try:
+        change = step(change, request.user, note, origin=Origin.of(request))
+    except (policy_changes.SelfApproval, policy_changes.NotAllowed) as exc:
+        raise PermissionDenied(str(exc)) from exc
+    except policy_changes.PolicyChangeError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Change #{change.pk} to {change.target_name} was {change.state}.")
+    return redirect("manage:changes")
 
 
 # --- manage: policy simulator -------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from portal.audit.models import AuditEvent
-from tests.tiers.factories import NetworkZoneFactory, ResourceFactory, TierFactory, person
+from tests.tiers.factories import NetworkZoneFactory, ResourceFactory, TierFactory, client_for, person
 from tiers import policy_changes
 from tiers.models import PolicyChangeRequest, Resource, Tier, TierChange
 from tiers.policy_changes import SelfApproval, Stale, Weakening, tier_state, weakens
@@ -252,3 +252,143 @@ def test_a_tier_edit_approved_after_someone_else_changed_the_same_rule_is_stale(
     with pytest.raises(Stale):
         policy_changes.approve(held, bob)
     assert Tier.objects.get(name="critical").idle_seconds == 60
+
+
+# --- the probe, through the Manage pages -------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_probe_an_admin_retags_db_shell_to_high_and_it_stays_critical(tiers, ada):
+    client = client_for(ada)
+
+    response = client.post("/manage/resources/", {"resources": ["db-shell"], "tier": "high",
+                                                  "reason": "quick look"}, follow=True)
+
+    assert Resource.objects.get(slug="db-shell").tier.name == "critical"
+    page = response.content.decode()
+    assert "This lowers protection: it needs a second admin&#x27;s approval" in page
+    assert "Approval before access: on -&gt; off" in page
+    assert PolicyChangeRequest.objects.get().reason == "quick look"
+
+
+@pytest.mark.django_db
+def test_the_resource_page_says_which_moves_need_a_second_admin(tiers, ada):
+    html = client_for(ada).get("/manage/resources/db-shell/").content.decode()
+
+    assert "high (lowers protection: needs a second admin&#x27;s approval)</option>" in html
+    assert "Moving to <strong>high</strong> lowers protection: it needs a second admin's approval." in html
+
+
+@pytest.mark.django_db
+def test_the_requester_sees_no_approve_button_and_a_forged_approval_answers_403(tiers, ada):
+    [change] = policy_changes.retag([tiers["shell"]], tiers["high"], ada).held
+    client = client_for(ada)
+
+    page = client.get("/manage/changes/").content.decode()
+    response = client.post(f"/manage/changes/{change.pk}/approve/")
+
+    assert f'data-change="{change.pk}"' in page and "another admin must approve it" in page
+    assert f"/manage/changes/{change.pk}/approve/" not in page
+    assert response.status_code == 403
+    assert Resource.objects.get(slug="db-shell").tier.name == "critical"
+
+
+@pytest.mark.django_db
+def test_another_admin_sees_what_would_change_and_approving_applies_it(tiers, ada, bob):
+    [change] = policy_changes.retag([tiers["shell"]], tiers["high"], ada, reason="migration").held
+    client = client_for(bob)
+
+    page = client.get("/manage/changes/").content.decode()
+    response = client.post(f"/manage/changes/{change.pk}/approve/", {"note": "ok"})
+
+    assert "from <strong>critical</strong> to <strong>high</strong>" in page
+    assert "Approval before access: on -&gt; off" in page and "migration" in page
+    assert f"/manage/changes/{change.pk}/approve/" in page
+    assert response.status_code == 302
+    assert Resource.objects.get(slug="db-shell").tier.name == "high"
+    assert client.get("/manage/").content.decode().count("0 waiting for a second admin") == 1
+
+
+@pytest.mark.django_db
+def test_rejecting_from_the_page_keeps_the_stronger_tier(tiers, ada, bob):
+    [change] = policy_changes.retag([tiers["shell"]], tiers["high"], ada).held
+
+    client_for(bob).post(f"/manage/changes/{change.pk}/reject/", {"note": "no"})
+
+    assert PolicyChangeRequest.objects.get().state == "rejected"
+    assert Resource.objects.get(slug="db-shell").tier.name == "critical"
+
+
+@pytest.mark.django_db
+def test_turning_approval_off_on_the_tier_page_is_held_and_said_so(tiers, ada):
+    critical = tiers["critical"]
+    data = {k: ("" if v is None else v) for k, v in tier_state(critical).items()
+            if k not in {"allowed_zones", "approval_required", "device_trust_required", "read_only",
+                         "recording", "watermark"}}
+    data |= {"recording": "on", "watermark": "on", "idle_seconds": 600}  # approval_required unticked
+
+    client = client_for(ada)
+    response = client.post("/manage/tiers/critical/", data, follow=True)
+
+    critical.refresh_from_db()
+    assert critical.approval_required and critical.idle_seconds == 600
+    page = response.content.decode()
+    assert "Tier critical saved (1 change(s))." in page
+    assert "This lowers protection: it needs a second admin&#x27;s approval" in page
+    form_page = client.get("/manage/tiers/critical/").content.decode()
+    assert "data-pending-changes" in form_page and "Approval before access: on -&gt; off" in form_page
+
+
+# --- the Django admin is no way around it ---------------------------------------------------------------
+
+
+@pytest.fixture
+def root(db):
+    user = person("root", "admin")
+    user.is_superuser = True
+    user.save()
+    return user
+
+
+@pytest.mark.django_db
+def test_a_tier_saved_in_the_django_admin_keeps_its_protective_rules(tiers, root):
+    client = client_for(root)
+    url = f"/admin/tiers/tier/{tiers['critical'].pk}/change/"
+
+    page = client.get(url).content.decode()
+    response = client.post(url, {"name": "critical", "description": "renamed in admin"})
+
+    assert 'name="approval_required"' not in page and 'name="mfa_read"' not in page
+    assert response.status_code == 302
+    critical = Tier.objects.get(name="critical")
+    assert critical.description == "renamed in admin"
+    assert critical.approval_required and critical.recording and critical.mfa_read == 0
+
+
+@pytest.mark.django_db
+def test_a_resource_saved_in_the_django_admin_keeps_its_tier(tiers, root):
+    client = client_for(root)
+    shell = tiers["shell"]
+    url = f"/admin/tiers/resource/{shell.pk}/change/"
+
+    page = client.get(url).content.decode()
+    response = client.post(url, {
+        "slug": "db-shell", "name": "DB shell", "kind": "ssh", "upstream": "10.0.0.5:22",
+        "tier": str(tiers["high"].pk), "enabled": "on",
+        "action_rules-TOTAL_FORMS": "0", "action_rules-INITIAL_FORMS": "0"})
+
+    assert 'name="tier"' not in page
+    assert response.status_code == 302
+    assert Resource.objects.get(slug="db-shell").tier.name == "critical"
+    assert not TierChange.objects.exists()
+
+
+@pytest.mark.django_db
+def test_change_requests_cannot_be_edited_or_approved_in_the_django_admin(tiers, ada, root):
+    [change] = policy_changes.retag([tiers["shell"]], tiers["high"], ada).held
+    client = client_for(root)
+
+    assert client.get("/admin/tiers/policychangerequest/").status_code == 200
+    client.post(f"/admin/tiers/policychangerequest/{change.pk}/change/", {"state": "applied"})
+
+    assert PolicyChangeRequest.objects.get().state == "pending"

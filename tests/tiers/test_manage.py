@@ -6,7 +6,7 @@ import pytest
 
 from portal.audit.models import AuditEvent
 from tests.tiers.factories import NetworkZoneFactory, ResourceFactory, TierFactory, client_for, person
-from tiers.models import AccessGrant, AccessRequest, Tier, TierChange
+from tiers.models import AccessGrant, AccessRequest, PolicyChangeRequest, Resource, Tier, TierChange
 
 pytestmark = pytest.mark.django_db
 
@@ -22,11 +22,14 @@ def catalog(db):
     access_request = AccessRequest.objects.create(requester=erin, resource=wiki, justification="x")
     grant = AccessGrant.objects.create(user=erin, resource=wiki, granted_by="ada",
                                        expires_at="2999-01-01T00:00:00Z")
-    return {"request": access_request, "grant": grant}
+    ops = Resource.objects.get(slug="ops")
+    change = PolicyChangeRequest.objects.create(kind="retag", resource=ops, changes={"tier": ["high", "low"]},
+                                                weakens=["Rank (sensitivity): 20 -> 10"])
+    return {"request": access_request, "grant": grant, "change": change}
 
 
 PAGES = ["/manage/", "/manage/resources/", "/manage/resources/wiki/", "/manage/tiers/",
-         "/manage/tiers/low/", "/manage/simulator/", "/manage/requests/"]
+         "/manage/tiers/low/", "/manage/simulator/", "/manage/requests/", "/manage/changes/"]
 
 
 def _posts(catalog) -> list[tuple[str, dict]]:
@@ -37,6 +40,8 @@ def _posts(catalog) -> list[tuple[str, dict]]:
         (f"/manage/requests/{catalog['request'].pk}/approve/", {}),
         (f"/manage/requests/{catalog['request'].pk}/deny/", {}),
         (f"/manage/grants/{catalog['grant'].pk}/revoke/", {}),
+        (f"/manage/changes/{catalog['change'].pk}/approve/", {}),
+        (f"/manage/changes/{catalog['change'].pk}/reject/", {}),
     ]
 
 
@@ -63,6 +68,8 @@ def test_manage_changes_do_not_exist_for_employees_and_auditors(catalog, role):
     assert not TierChange.objects.exists()
     assert AccessRequest.objects.get().state == "pending"
     assert AccessGrant.objects.get().revoked_at is None
+    assert PolicyChangeRequest.objects.get().state == "pending"
+    assert Resource.objects.get(slug="ops").tier.name == "high"
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -131,10 +138,26 @@ def test_retag_without_a_selection_explains_and_changes_nothing(catalog):
 
 def test_retag_from_the_detail_page_returns_to_it(catalog):
     client = client_for(person("ada", "admin"))
-    response = client.post("/manage/resources/", {"resources": "ops", "tier": "low",
+    response = client.post("/manage/resources/", {"resources": "wiki", "tier": "high",
                                                   "return_to": "resource"})
-    assert response["Location"] == "/manage/resources/ops/"
-    assert TierChange.objects.get().to_tier == "low"
+    assert response["Location"] == "/manage/resources/wiki/"
+    assert TierChange.objects.get().to_tier == "high"
+
+
+def test_the_resources_page_labels_its_two_tier_selects_apart(catalog):
+    html = client_for(person("ada", "admin")).get("/manage/resources/").content.decode()
+
+    assert '<label for="id_tier">Show tier</label>' in html
+    assert "Move selected to</label>" in html
+    assert html.count(">Tier</label>") == 0
+
+
+def test_the_filter_row_has_no_help_line_under_one_field_to_push_it_out_of_line(catalog):
+    html = client_for(person("ada", "admin")).get("/manage/resources/").content.decode()
+    filters = html.split('role="search"', 1)[1].split("</form>", 1)[0]
+
+    assert 'class="help"' not in filters
+    assert 'placeholder="Name, slug or description"' in filters
 
 
 def test_retag_cannot_redirect_elsewhere(catalog):
