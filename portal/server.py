@@ -264,7 +264,14 @@ class PortalHttpProtocol(HttpToolsProtocol):
         content.extend([b"content-type: text/plain; charset=utf-8\r\n",
                         b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body])
         self.transport.write(b"".join(content))
-        self.transport.close()
+        self.transport.close()  # sends the answer (to the kernel: TCP and TLS write at once)
+        self.loop.call_soon(self._drop_after_refusal)
+
+    def _drop_after_refusal(self) -> None:
+        """Close for good once the answer is out: a TLS close would go on reading (and
+        decrypting) whatever the client keeps sending until it says close_notify."""
+        if self.transport.get_write_buffer_size() == 0:
+            self.transport.abort()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

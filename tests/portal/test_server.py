@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
@@ -24,7 +27,7 @@ from portal.server import (
     head_end,
     max_head_bytes,
 )
-from tests.upstreams.launch import free_port
+from tests.upstreams.launch import free_port, portal_in_thread
 
 
 class _Recorder:
@@ -282,3 +285,94 @@ def test_an_absolute_form_target_naming_the_same_host_is_answered_as_its_path(ti
     received, _ = _exchange(
         tiny_server, b"GET HTTP://LocalHost:80/x?q=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     assert _statuses(received) == [200] and received.endswith(b"GET /x 0")
+
+
+# --- The same against the real portal, over HTTPS as it is served ---
+
+
+@pytest.fixture(scope="module")
+def real_portal(django_db_setup, tmp_path_factory) -> Iterator[tuple[str, int]]:
+    """The portal's real application in a thread of this process (so its RSS is ours)."""
+    with portal_in_thread(tmp_path_factory.mktemp("tls")) as url:
+        yield "127.0.0.1", int(url.rsplit(":", 1)[1])
+
+
+def _tls_socket(address: tuple[str, int]) -> ssl.SSLSocket:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context.wrap_socket(socket.create_connection(address, timeout=5), server_hostname="localhost")
+
+
+def _tls_exchange(address: tuple[str, int], request: bytes) -> bytes:
+    with _tls_socket(address) as sock:
+        sock.sendall(request)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, ssl.SSLError, TimeoutError):
+            pass
+        return received
+
+
+def _rss_bytes() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024
+
+
+def test_a_100_mib_head_gets_431_without_being_buffered(real_portal, record_property):
+    url = f"https://{real_portal[0]}:{real_portal[1]}/healthz"
+    poller = httpx.Client(verify=False, timeout=5)
+    assert poller.get(url).status_code == 200
+    baseline = peak = _rss_bytes()
+    total, piece = 100 * 1024 * 1024, b"a" * (256 * 1024)
+    flood: dict[str, object] = {}
+
+    def send_a_100_mib_head() -> None:
+        sent, answer = 0, b""
+        with _tls_socket(real_portal) as sock:
+            try:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: ")
+                while sent < total:  # an attacker does not stop to listen
+                    sock.sendall(piece)
+                    sent += len(piece)
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLError, TimeoutError) as error:
+                flood["error"] = repr(error)
+            try:
+                answer = sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError, TimeoutError) as error:
+                flood["read_error"] = repr(error)
+        flood.update(sent=sent, answer=answer, ended=time.monotonic())
+
+    sender = threading.Thread(target=send_a_100_mib_head)
+    started = time.monotonic()
+    sender.start()
+    latencies = []
+    while sender.is_alive() or time.monotonic() - started < 1.0:
+        before = time.monotonic()
+        response = poller.get(url)
+        latencies.append(time.monotonic() - before)
+        assert response.status_code == 200 and response.json() == {"status": "ok"}
+        peak = max(peak, _rss_bytes())
+        time.sleep(0.02)
+    sender.join(10)
+    poller.close()
+    observed = (f"polls={len(latencies)} max_poll={max(latencies) * 1000:.1f}ms "
+                f"sent_before_close={flood['sent']} bytes rss_growth={(peak - baseline) / 2**20:.1f} MiB "
+                f"flood_took={(flood['ended'] - started) * 1000:.0f}ms")
+    print(observed)
+    record_property("observed", observed)
+    assert flood["answer"].startswith(b"HTTP/1.1 431 "), flood
+    assert flood["sent"] < total // 10, observed  # closed long before everything was sent
+    assert max(latencies) < 1.0, observed
+    assert peak - baseline < 20 * 2**20, observed
+
+
+def test_the_real_portal_refuses_two_hosts_and_foreign_targets_and_serves_its_own(real_portal):
+    two_hosts = _tls_exchange(real_portal, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n")
+    assert two_hosts.startswith(b"HTTP/1.1 400 ") and b"more than one Host header" in two_hosts
+    foreign = _tls_exchange(real_portal, b"GET http://evil.example/healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert foreign.startswith(b"HTTP/1.1 400 ") and b"names another host" in foreign
+    own = _tls_exchange(real_portal, b"GET https://LOCALHOST:443/healthz HTTP/1.1\r\nHost: localhost\r\n"
+                                     b"Connection: close\r\n\r\n")
+    assert own.startswith(b"HTTP/1.1 200 ") and own.endswith(b'{"status": "ok"}')
