@@ -198,6 +198,7 @@ SILENCED_SYSTEM_CHECKS = [
 ]
 PORTAL_TRUSTED_PROXIES = CONFIG.trusted_proxies
 PORTAL_METRICS_NETWORKS = CONFIG.metrics_networks  # who may read /metrics
+PORTAL_MAX_REQUEST_HEAD_BYTES = 64 * 1024  # request line + headers; more is answered 431 (portal/server.py)
 
 # --- components the enforcement points use -------------------------------------------------
 
