@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import views
+from portal import landing, views
 from portal.accounts import people
 from portal.accounts import views as account_views
 from portal.metrics import metrics_view
@@ -21,6 +21,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
+    path("", landing.home, name="home"),  # each role's landing page; My apps for employees
     path("", include("streaming.proxy.urls")),
     path("", include("streaming.desktop.urls")),
     path("", include("tiers.urls")),

@@ -1,78 +1,161 @@
-"""Take the README's screenshots from the real, running demo portal (``make demo`` first).
+"""Screenshots of every page of every role, at desktop width and on a 390-px phone.
+
+Takes them from the real, running demo portal (``make demo`` first) into docs/screenshots/,
+as ``<page>.png`` (desktop) and ``<page>-phone.png``:
 
     .venv/bin/python scripts/screenshots.py [https://localhost:8443]
+
+The page list (:data:`PAGES`) and the walk through it (:func:`walk`) are shared with
+tests/e2e/test_pages.py, which visits the same pages and fails on console errors, missing
+static files and horizontal scrolling on the phone: what is photographed is what is tested.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-
-from playwright.sync_api import sync_playwright
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM = "/usr/bin/chromium"
+# The same flags as tests/conftest.py CHROMIUM_ARGS.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "DESKTOP", "PAGES", "PHONE", "Page", "sign_in", "totp_now", "walk"]
 
 
-def manage(*args: str) -> str:
-    return subprocess.run([str(ROOT / ".venv/bin/python"), "manage.py", *args], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout.strip()
+@dataclass(frozen=True)
+class Page:
+    """One page as a role sees it: ``status`` is what the portal must answer (a 404 page is a page)."""
+
+    name: str
+    role: str | None  # None: not signed in
+    path: str
+    status: int = 200
+    lands_on: str = ""  # the path after redirects, when it differs
+    needs_services: bool = False  # the demo's app/desktop services must run (not in the e2e test)
 
 
-_used_codes: dict[str, str] = {}
+PAGES: tuple[Page, ...] = (
+    Page("login", None, "/accounts/login/"),
+    Page("my-apps", "employee", "/"),
+    Page("requests", "employee", "/requests/"),
+    Page("request-access", "employee", "/requests/?resource=db-shell"),
+    Page("security", "employee", "/accounts/mfa/"),
+    Page("desktop-step-up", "employee", "/desktop/ops-desktop/", lands_on="/accounts/step-up/"),
+    Page("not-found", "employee", "/no-such-page/", status=404),
+    Page("forbidden", "employee", "/audit/", status=403),
+    Page("wiki", "employee", "/apps/wiki/", needs_services=True),
+    Page("overview", "admin", "/"),
+    Page("manage", "admin", "/manage/"),
+    Page("manage-resources", "admin", "/manage/resources/"),
+    Page("manage-resource", "admin", "/manage/resources/db-shell/"),
+    Page("manage-tiers", "admin", "/manage/tiers/"),
+    Page("manage-tier", "admin", "/manage/tiers/high/"),
+    Page("simulator", "admin", "/manage/simulator/"),
+    Page("manage-requests", "admin", "/manage/requests/"),
+    Page("people", "admin", "/manage/people/"),
+    Page("live-sessions", "admin", "/desktop/-/live/"),
+    Page("audit", "auditor", "/", lands_on="/audit/"),
+    Page("audit-events", "auditor", "/audit/events/"),
+    Page("audit-event", "auditor", "/audit/events/1/"),
+    Page("audit-sessions", "auditor", "/audit/sessions/"),
+)
 
 
-def fresh_code(username: str) -> str:
-    """A TOTP code this script has not used yet: the portal refuses a code twice, so a second
-    sign-in of the same user waits for the authenticator's next 30-second window."""
-    while (code := manage("demo_totp", username)) == _used_codes.get(username):
+def totp_now(secret_b32: str, *, not_this: str = "") -> str:
+    """The current TOTP code of a base32 secret; waits for the next window if it equals ``not_this``
+    (the portal refuses a code twice, so a second sign-in waits for the authenticator)."""
+    from django_otp.oath import TOTP
+
+    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    while True:
+        code = f"{TOTP(key).token():06d}"
+        if code != not_this:
+            return code
         time.sleep(1)
-    _used_codes[username] = code
-    return code
 
 
-def sign_in(page, base: str, user: dict) -> None:
+def sign_in(page: Any, base: str, user: dict[str, str]) -> None:
+    """Password, then a code from the user's TOTP secret, through the real forms."""
     page.goto(f"{base}/accounts/login/")
     page.fill("input[name=username]", user["username"])
     page.fill("input[name=password]", user["password"])
     page.click("button[type=submit]")
-    page.fill("input[name=otp_token]", fresh_code(user["username"]))
+    page.wait_for_selector("input[name=otp_token]")
+    page.fill("input[name=otp_token]", totp_now(user["totp_secret"]))
     page.click("button[type=submit]")
     page.wait_for_load_state()
+    if "/accounts/" in page.url:
+        raise RuntimeError(f"{user['username']} could not sign in (still at {page.url})")
+
+
+def walk(browser: Any, base: str, users: dict[str, dict[str, str]],
+         visit: Callable[[Any, Page, Any], None], *, pages: Iterable[Page] = PAGES,
+         prepare: Callable[[Any], None] | None = None) -> None:
+    """Visit ``pages`` role by role (one browser context, one sign-in per role), in order.
+
+    ``prepare(page)`` is called on each new browser page before anything loads (to listen to
+    it); ``visit(page, spec, response)`` on each loaded page, at desktop width.
+    """
+    by_role: dict[str | None, list[Page]] = {}
+    for spec in pages:
+        by_role.setdefault(spec.role, []).append(spec)
+    for role, specs in by_role.items():
+        context = browser.new_context(ignore_https_errors=True, viewport=DESKTOP)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        if prepare is not None:
+            prepare(page)
+        try:
+            if role is not None:
+                sign_in(page, base, users[role])
+            for spec in specs:
+                response = page.goto(base + spec.path)
+                page.wait_for_load_state("networkidle")
+                visit(page, spec, response)
+        finally:
+            context.close()
+
+
+def seed_users() -> dict[str, dict[str, str]]:
+    """The demo users by role (``manage.py seed_demo --json``: refreshes them, prints secrets)."""
+    out = subprocess.run([str(ROOT / ".venv/bin/python"), "manage.py", "seed_demo", "--json"], cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout
+    return {u["role"]: u for u in json.loads(out)["users"]}
+
+
+def shoot(page: Any, spec: Page, response: Any) -> None:
+    """A full-page screenshot at desktop width, then one at phone width."""
+    page.screenshot(path=str(OUT / f"{spec.name}.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(150)
+    page.screenshot(path=str(OUT / f"{spec.name}-phone.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
+    print(OUT / f"{spec.name}.png", OUT / f"{spec.name}-phone.png")
 
 
 def main(base: str) -> None:
+    from playwright.sync_api import sync_playwright
+
     OUT.mkdir(parents=True, exist_ok=True)
-    users = {u["role"]: u for u in json.loads(manage("seed_demo", "--json"))["users"]}
-    shots: list[tuple[str, str, str | None]] = [
-        ("login", "/accounts/login/", None),
-        ("my-apps", "/", "employee"),
-        ("security", "/accounts/mfa/", "employee"),
-        ("wiki", "/apps/wiki/", "employee"),
-        ("manage-resources", "/manage/resources/", "admin"),
-        ("simulator", "/manage/simulator/", "admin"),
-        ("audit", "/audit/", "auditor"),
-    ]
-    extra = [a.split("=", 1) for a in sys.argv[2:]]
-    shots += [(name, spec.split(":", 1)[1], spec.split(":", 1)[0]) for name, spec in extra]
+    users = seed_users()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        for name, path, role in shots:
-            context = browser.new_context(ignore_https_errors=True, viewport={"width": 1200, "height": 720})
-            page = context.new_page()
-            if role:
-                sign_in(page, base, users[role])
-            page.goto(base + path)
-            page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(OUT / f"{name}.png"))
-            print(OUT / f"{name}.png")
-            context.close()
-        browser.close()
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            walk(browser, base, users, shoot)
+        finally:
+            browser.close()
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ class ChainStatus:
             return _("Broken: the trail was tampered with")
         if self.state is ChainState.INTACT:
             return _("Intact")
+        if self.state is ChainState.PARTLY_VERIFIED and not self.verified_seq:
+            return _("No event verified yet")
         if self.state is ChainState.PARTLY_VERIFIED:
             return _("Verified up to event #%(seq)d") % {"seq": self.verified_seq}
         return _("Not verified yet")

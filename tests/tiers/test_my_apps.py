@@ -182,3 +182,69 @@ def test_isolate_denial_links_to_the_isolated_desktop(employee):
     html = render_denial(_request(employee), crm, decision).content.decode()
     assert 'href="/desktop/crm/"' in html
     assert "opens in an isolated desktop" in html
+
+
+# --- where each role lands at / -------------------------------------------------------------------
+
+def _signed_in(client, role: str, username: str):
+    from tests.conftest import sign_in
+    from tests.factories import UserFactory, enrol_totp
+
+    user = UserFactory(username=username, role=role)
+    user.totp = enrol_totp(user)
+    sign_in(client, user)
+    return user
+
+
+def test_an_auditor_lands_on_the_audit_workspace_not_an_empty_my_apps(client):
+    _signed_in(client, "auditor", "audrey")
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"] == "/audit/"
+
+
+def test_an_admin_lands_on_an_overview_of_what_waits_with_counts_and_links(client, catalog):
+    from django.contrib.auth import get_user_model
+
+    from tests.factories import UserFactory
+
+    admin = _signed_in(client, "admin", "adam")
+    share(catalog["ops"], admin)
+    bob = UserFactory(username="bob", role="employee")
+    AccessRequest.objects.create(requester=bob, resource=catalog["ops"], justification="fix prod",
+                                 duration_seconds=3600)
+    UserFactory(username="mallory", role="employee", is_active=False)
+    UserFactory(username="trudy", role="employee", is_active=False)
+    assert get_user_model().objects.filter(is_active=False).count() == 2
+    html = client.get("/").content.decode()
+    assert "<h1>Overview</h1>" in html
+    for key, count, words, link in [
+        ("access-requests", 1, "access request waits for a decision", "/manage/requests/"),
+        ("policy-changes", 0, "policy changes wait for a second admin", "/manage/"),
+        ("live-sessions", 0, "desktop sessions are live", "/desktop/-/live/"),
+        ("locked-people", 2, "people are locked", "/manage/people/"),
+    ]:
+        item = re.search(rf'<li class="attention-item[^"]*" data-key="{key}" data-count="(\d+)">(.*?)</li>',
+                         html, re.S)
+        assert item, key
+        assert int(item.group(1)) == count
+        assert f'<span class="attention-count">{count}</span> <span class="attention-text">{words}</span>' \
+            in item.group(2)
+        assert f'href="{link}' in item.group(2)
+    assert 'data-slug="ops"' in html  # her own apps, below
+
+
+def test_an_employee_lands_on_my_apps(client, signed_in_employee):
+    html = client.get("/").content.decode()
+    assert "<h1>My apps</h1>" in html and "attention" not in html
+
+
+def test_a_code_asked_on_the_way_is_a_note_not_a_warning(client, signed_in_employee, catalog):
+    share(catalog["ops"], signed_in_employee)
+    card = cards(client.get("/"))["ops"]
+    assert 'class="note" role="note"' in card and "Needs a code for each action" in card
+    assert 'class="missing"' not in card
+
+
+def test_my_apps_lays_tiers_out_side_by_side_in_a_wrapping_grid(client, signed_in_employee, catalog):
+    html = client.get("/").content.decode()
+    assert '<div class="tier-groups">' in html

@@ -26,7 +26,7 @@ class Run:
     (None, 161, ChainState.UNVERIFIED, "Not verified yet", "161 events not yet verified."),
     (Run(NOW, True, 0), 0, ChainState.INTACT, "Intact",
      "The trail was empty when it was verified at 2025-03-01 12:00:00 UTC."),
-    (Run(NOW, True, 0), 161, ChainState.PARTLY_VERIFIED, "Verified up to event #0",
+    (Run(NOW, True, 0), 161, ChainState.PARTLY_VERIFIED, "No event verified yet",
      "The trail was still empty when it was verified at 2025-03-01 12:00:00 UTC; "
      "161 newer events not yet verified."),
     (Run(NOW, True, 40), 40, ChainState.INTACT, "Intact",
