@@ -24,7 +24,8 @@ from tiers.querysets import visible_to
 
 __all__ = [
     "APPROVE_PERMISSION", "DURATION_CHOICES", "JUSTIFICATION_MAX", "NOTE_MAX", "NO_ORIGIN",
-    "AlreadyPending", "GrantInactive", "InvalidRequest", "JitError", "NotApprover", "NotPending",
+    "AlreadyGranted", "AlreadyPending", "GrantInactive", "InvalidRequest", "JitError", "NotApprover",
+    "NotPending",
     "NotRequestable", "Origin", "SelfDecision", "active_grants", "approve", "cancel", "deny",
     "duration_label", "pending_requests", "request_access", "requestable_by", "revoke",
 ]
@@ -54,6 +55,10 @@ class InvalidRequest(JitError):
 
 class NotRequestable(JitError):
     code = "not_requestable"
+
+
+class AlreadyGranted(JitError):
+    code = "already_granted"
 
 
 class AlreadyPending(JitError):
@@ -108,8 +113,10 @@ def _refused(action: str, actor: AbstractBaseUser, resource: Resource, origin: O
 
 
 def requestable_by(user: AbstractBaseUser) -> QuerySet[Resource]:
-    """Resources ``user`` can see whose tier only opens with an approved request."""
-    return visible_to(user).filter(tier__approval_required=True, enabled=True)
+    """Resources ``user`` can see whose tier only opens with an approved request, less those
+    she already holds a grant for (there is nothing to ask for until it ends)."""
+    held = active_grants().filter(user=user).values("resource_id")
+    return visible_to(user).filter(tier__approval_required=True, enabled=True).exclude(pk__in=held)
 
 
 def pending_requests() -> QuerySet[AccessRequest]:
@@ -131,6 +138,11 @@ def request_access(user: AbstractBaseUser, resource: Resource, justification: st
     """Ask for time-boxed access to ``resource``. Raises :class:`JitError` when refused."""
     justification = (justification or "").strip()
     try:
+        grant = active_grants().filter(user=user, resource=resource).first()
+        if grant is not None:
+            raise AlreadyGranted(f"You already hold access to {resource.name} until "
+                                 f"{timezone.localtime(grant.expires_at):%H:%M} UTC: there is nothing to "
+                                 "request until it ends.")
         if not requestable_by(user).filter(pk=resource.pk).exists():
             raise NotRequestable(f"{resource.name} opens without an approval, or is not shared "
                                  "with you: there is nothing to request.")

@@ -248,3 +248,34 @@ def test_a_code_asked_on_the_way_is_a_note_not_a_warning(client, signed_in_emplo
 def test_my_apps_lays_tiers_out_side_by_side_in_a_wrapping_grid(client, signed_in_employee, catalog):
     html = client.get("/").content.decode()
     assert '<div class="tier-groups">' in html
+
+
+# --- no request for what one already holds --------------------------------------------------------
+
+def test_an_employee_cannot_request_access_she_already_holds_a_grant_for(db):
+    from django.utils import timezone
+
+    from tests.tiers.factories import client_for, person
+    from tiers import jit
+    from tiers.models import AccessGrant
+
+    tier = TierFactory(name="critical", rank=30, approval_required=True, mfa_read=None)
+    vault = ResourceFactory(slug="vault", name="Vault", tier=tier)
+    erin = person("erin")
+    ada = person("ada", "admin")
+    employee = client_for(erin)
+    assert employee.post("/requests/", {"resource": "vault", "justification": "rotate keys",
+                                        "duration": 3600}).status_code == 302
+    jit.approve(AccessRequest.objects.get(), ada)
+    assert AccessGrant.objects.filter(user=erin, resource=vault).exists()
+
+    form = employee.get("/requests/").content.decode()
+    assert '<option value="vault"' not in form  # nothing to ask for
+    response = employee.post("/requests/", {"resource": "vault", "justification": "again",
+                                            "duration": 3600})
+    assert response.status_code == 400
+    assert AccessRequest.objects.count() == 1
+    with pytest.raises(jit.AlreadyGranted, match="You already hold access to Vault until"):
+        jit.request_access(erin, vault, "again", 3600, now=timezone.now())
+    refusal = AuditEvent.objects.filter(action="access.request", outcome="refused").latest("seq")
+    assert refusal.reasons[0]["rule"] == "already_granted"
