@@ -97,6 +97,15 @@ def _host_authority(value: bytes, scheme: bytes) -> tuple[bytes, int] | None:
     return _authority(host, int(rest[1:]) if rest[1:] else None, scheme)
 
 
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The body's length if one Content-Length gives it and nothing else frames the body."""
+    lengths = {value.strip() for name, value in headers if name == b"content-length"}
+    if len(lengths) != 1 or any(name == b"transfer-encoding" for name, _ in headers):
+        return None
+    value = lengths.pop()
+    return int(value) if value.isdigit() else None
+
+
 def check_request_target(method: bytes, target: bytes, hosts: list[bytes]) -> None:
     """Refuse (400) a head whose target or ``Host`` could make the portal and a proxy behind
     or before it disagree on which host was asked for; return if it is unambiguous."""
@@ -174,9 +183,10 @@ class PortalHttpProtocol(HttpToolsProtocol):
 
     Bytes are handed to the parser in slices: while a head is being read, never beyond the
     blank line that ends it nor beyond what the limit leaves, so the count is exact and a
-    head over the limit is refused before the parser sees the excess. A slice that carries
-    the end of a body is given whole; whatever follows the body in it counts against the
-    next head (an upper bound: chunked framing is counted too).
+    head over the limit is refused before the parser sees the excess. A body is given up to
+    its Content-Length, so the next head starts exactly after it; a chunked body is given
+    with the rest of the read, and what follows it there counts against the next head (an
+    upper bound: chunked framing is counted too).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -186,6 +196,7 @@ class PortalHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_tail = b""
         self._header_fields = 0
+        self._body_left: int | None = None  # of the body being read, when Content-Length says
         self._completed_in_feed = False
         self._body_in_feed = 0
         self._refusal: RequestRefused | None = None  # raised inside a parser callback
@@ -208,8 +219,7 @@ class PortalHttpProtocol(HttpToolsProtocol):
                 if self._in_head:
                     position = self._feed_head(data, view, position)
                 else:
-                    self._feed_rest(view, position)
-                    position = size
+                    position = self._feed_body(view, position)
                 if self._head_bytes > self._max_head:
                     raise RequestRefused(431, "the request head is too large")
         except RequestRefused as refusal:
@@ -239,12 +249,19 @@ class PortalHttpProtocol(HttpToolsProtocol):
         self.parser.feed_data(view[position:end])
         return end
 
-    def _feed_rest(self, view: memoryview, position: int) -> None:
+    def _feed_body(self, view: memoryview, position: int) -> int:
+        stop = len(view)
+        if self._body_left:
+            stop = min(stop, position + self._body_left)
+            self._body_left -= stop - position
+        else:
+            self._body_left = None  # chunked, or the parser disagrees: give it the rest
         self._completed_in_feed, self._body_in_feed = False, 0
-        self.parser.feed_data(view[position:])
+        self.parser.feed_data(view[position:stop])
         if self._completed_in_feed and self._in_head:
-            self._head_bytes = len(view) - position - self._body_in_feed
-            self._head_tail = bytes(view[-3:])
+            self._head_bytes = stop - position - self._body_in_feed
+            self._head_tail = bytes(view[stop - min(self._head_bytes, 3):stop])
+        return stop
 
     def _refuse(self, refusal: RequestRefused) -> None:
         """Answer ``refusal`` after the responses already owed on this connection, then close."""
@@ -292,6 +309,7 @@ class PortalHttpProtocol(HttpToolsProtocol):
         except RequestRefused as refusal:
             self._refusal = refusal
             raise
+        self._body_left = _declared_length(self.headers)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:

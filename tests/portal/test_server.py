@@ -16,12 +16,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from uvicorn.server import ServerState
 
 from portal.server import (
     DEFAULT_MAX_HEAD_BYTES,
     HTTP_PROTOCOL,
     MAX_HEADER_FIELDS,
     CoalescingTransport,
+    PortalHttpProtocol,
     RequestRefused,
     check_request_target,
     head_end,
@@ -55,6 +57,12 @@ class _Recorder:
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return {"peername": ("127.0.0.1", 1)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        """Flow control asks this of the socket transport; nothing to do for a recorder."""
+
+    def resume_reading(self) -> None:
+        """As above."""
 
 
 async def test_a_head_and_body_written_in_one_turn_leave_as_one_write_in_order():
@@ -244,6 +252,38 @@ def test_pipelined_heads_near_the_limit_in_one_send_are_all_answered_in_order(ti
     assert _statuses(received) == [200, 200, 200, 200] and closed
     assert [received.index(x) for x in (b"GET /a 0", b"POST /form 5", b"GET /b 0", b"GET /c 0")] == sorted(
         received.index(x) for x in (b"GET /a 0", b"POST /form 5", b"GET /b 0", b"GET /c 0"))
+
+
+async def test_heads_pipelined_after_a_body_in_one_read_count_only_their_own_bytes():
+    """One read holding a form post and two heads of nearly the limit after its body: the
+    protocol is driven directly so that all of it arrives in a single ``data_received``."""
+    config = uvicorn.Config(_say_what_was_asked, http=HTTP_PROTOCOL, lifespan="off", log_level="warning",
+                            server_header=False, date_header=False)
+    protocol = PortalHttpProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+    below = _Recorder()
+    protocol.connection_made(below)  # type: ignore[arg-type]
+    limit = max_head_bytes()
+    post = b"POST /form HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello"
+    protocol.data_received(post + _head("/a", limit - 10) + _head("/b", limit - 10)
+                           + _head("/c", 100))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    received = b"".join(below.writes)
+    assert _statuses(received) == [200, 200, 200, 200] and not below.closed
+    assert re.findall(rb"(?:GET|POST) /\w+ \d", received) == [b"POST /form 5", b"GET /a 0", b"GET /b 0", b"GET /c 0"]
+
+
+def test_bodies_larger_than_the_head_limit_are_not_counted_as_head(tiny_server):
+    body = b"b" * (4 * max_head_bytes())
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:100_000], body[100_000:])) + b"0\r\n\r\n"
+    received, closed = _exchange(
+        tiny_server,
+        b"POST /sized HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body,
+        b"POST /chunked HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+        _head("/after", 1000, extra="Connection: close\r\n"))
+    assert _statuses(received) == [200, 200, 200] and closed
+    assert re.findall(rb"(?:GET|POST) /\w+ \d+", received) == [
+        b"POST /sized %d" % len(body), b"POST /chunked %d" % len(body), b"GET /after 0"]
 
 
 def test_an_oversized_head_pipelined_after_a_good_one_gets_431_after_the_good_answer(tiny_server):
