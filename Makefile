@@ -22,7 +22,7 @@ system:
 	@scripts/install-system.sh
 
 demo: setup
-	@PORT=$(PORT) scripts/demo.sh
+	@PORT=$(PORT) exec scripts/demo.sh
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

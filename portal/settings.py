@@ -212,6 +212,10 @@ PORTAL_RECORDINGS_DIR = CONFIG.recordings_dir
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# Files Django writes (collectstatic into var/static included) stay private like the rest of
+# var/: its storage would otherwise chmod each one 0644.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 STATICFILES_DIRS = [BASE_DIR / "static", ("vendor", BASE_DIR / "node_modules")]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Fresh machine -> running portal: migrate, seed, TLS, start the ASGI server (plus Celery
 # worker and beat when REDIS_URL is set) and print the URL and demo credentials.
+# PORT=9443 make demo serves on another port. Ctrl-C stops everything and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 PORT=${PORT:-8443}
+# Everything the demo writes under var/ (database, secrets, keys, logs, recordings) is this
+# user's alone: 0600 files in 0700 directories, from the first start.
+umask 077
 mkdir -p var/log
 
 $PY manage.py migrate --no-input -v0
@@ -12,8 +16,18 @@ $PY manage.py collectstatic --no-input -v0
 ca=$($PY scripts/make_tls.py var/tls)
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+stopped=0
+cleanup() {
+  [ "$stopped" = 1 ] && return 0
+  stopped=1
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+# Ctrl-C (INT) or a TERM is how a demo is meant to end: stop the children, say so, exit 0
+# (not 130/143, which make reports as an error).
+stop() { trap '' INT TERM; echo; echo "  Stopping the demo..."; cleanup; echo "  Demo stopped."; exit 0; }
+trap stop INT TERM
+trap cleanup EXIT
 
 # The low-risk app (Datasette), guacd, an X desktop (x11vnc) and an SSH host, on loopback.
 rm -f var/demo/services.json
@@ -36,10 +50,11 @@ if [ -n "${REDIS_URL:-}" ]; then
 fi
 
 # --no-proxy-headers: only the portal's own middleware decides whom to believe about
-# X-Forwarded-For (PORTAL_TRUSTED_PROXIES), never the server's defaults.
+# X-Forwarded-For (PORTAL_TRUSTED_PROXIES), never the server's defaults. Its log goes to the
+# terminal and to var/log/portal.log (tee -i: Ctrl-C must not cut the log before the server ends).
 .venv/bin/uvicorn portal.asgi:application --http portal.server:PortalHttpProtocol \
   --host 127.0.0.1 --port "$PORT" --ssl-keyfile var/tls/server-key.pem --ssl-certfile var/tls/server.pem \
-  --no-proxy-headers --no-server-header --log-level warning & pids+=($!)
+  --no-proxy-headers --no-server-header --log-level warning > >(tee -i -a var/log/portal.log) 2>&1 & pids+=($!)
 
 for _ in $(seq 1 50); do
   curl -skf "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2
@@ -47,8 +62,9 @@ done
 
 cat <<MSG
 
-  ZT Portal is running at  https://localhost:$PORT/
+  ZT Portal is running at  https://localhost:$PORT/   (another port: PORT=9443 make demo)
   (HTTPS with a local CA; trust $ca in your browser to drop the warning)
+  Portal log: var/log/portal.log (and this terminal); other services' logs: var/log/
 
   Demo users: password, then a code from an authenticator app holding the TOTP secret
   (no app at hand? .venv/bin/python manage.py demo_totp alice prints the current code):
@@ -56,4 +72,8 @@ MSG
 echo "$creds" | $PY scripts/print_demo.py
 echo
 echo "  All of it again as JSON: .venv/bin/python manage.py seed_demo --json    (Ctrl-C stops)"
-wait
+# `wait -n` returns when a trapped signal arrives (stop() then exits 0) or when a child has
+# ended (the server or the demo services died: exit non-zero so make says so).
+wait -n "${pids[@]}" || true
+echo "  A demo process stopped by itself; see var/log/ (portal.log, demo-services.log)" >&2
+exit 1
