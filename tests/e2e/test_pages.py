@@ -91,3 +91,26 @@ def test_every_page_of_every_role_renders_without_errors_missing_files_or_sidewa
     watch.before(pages[0])
     screenshots.walk(chromium, portal_url, users, visit, pages=pages, prepare=watch.prepare)
     assert watch.problems == []
+
+
+def test_in_the_simulator_an_ssh_resource_defaults_to_opening_a_desktop_session(portal_url, chromium):
+    out = StringIO()
+    call_command("seed_demo", "--json", stdout=out)
+    admin = next(u for u in json.loads(out.getvalue())["users"] if u["role"] == "admin")
+    context = chromium.new_context(ignore_https_errors=True, viewport=screenshots.DESKTOP)
+    page = context.new_page()
+    try:
+        screenshots.sign_in(page, portal_url, admin)
+        page.goto(f"{portal_url}/manage/simulator/")
+        assert page.locator("#id_action_kind").input_value() == "http"
+        page.select_option("#id_user", "alice")
+        page.select_option("#id_resource", "db-shell")  # kind ssh
+        assert page.locator("#id_action_kind").input_value() == "desktop.open"
+        assert page.locator("#id_action_class").input_value() == "sensitive"
+        page.click("button[type=submit].primary")
+        page.wait_for_selector("[data-outcome]")
+        assert "pathway_not_allowed" not in page.content()
+        page.select_option("#id_resource", "wiki")  # back to a web app
+        assert page.locator("#id_action_kind").input_value() == "http"
+    finally:
+        context.close()

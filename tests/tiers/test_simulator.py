@@ -141,3 +141,19 @@ def test_bad_mfa_age_is_explained(world):
 def test_the_empty_simulator_offers_every_user_and_resource(world):
     html = world.get("/manage/simulator/").content.decode()
     assert 'value="erin"' in html and 'value="payroll"' in html and 'value="office"' in html
+
+
+def test_each_resource_offers_as_default_action_what_opening_it_from_my_apps_asks(world):
+    """The page's defaults (applied when a resource is picked) are tiers.pages.open_action's."""
+    import re
+
+    from tiers.models import Resource
+    from tiers.pages import open_action
+
+    html = world.get("/manage/simulator/").content.decode()
+    offered = {m["slug"]: (m["action"], m["cls"]) for m in re.finditer(
+        r'<span data-slug="(?P<slug>[^"]+)" data-action="(?P<action>[^"]+)" data-class="(?P<cls>[^"]+)">', html)}
+    expected = {r.slug: (open_action(r).kind, str(open_action(r).action_class)) for r in Resource.objects.all()}
+    assert offered == expected
+    assert offered["vault"] == ("desktop.open", "sensitive") and offered["wiki"] == ("http", "read")
+    assert 'src="/static/portal/simulator.js"' in html
