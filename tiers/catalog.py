@@ -14,13 +14,14 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import Group
 from django.db import transaction
 from django.db.models import QuerySet
@@ -30,16 +31,19 @@ from tiers.models import (
     AccessMode,
     ActionRule,
     NetworkZone,
+    PolicyChangeRequest,
     Resource,
     ResourceKind,
     Tier,
     TierChange,
 )
+from tiers.policy_changes import Weakening, file_request, move_weakens, tier_state, weakens
 from tiers.types import ActionClass, StreamControl
 
 __all__ = [
-    "ACTOR", "MAX_BYTES", "ActionRuleSpec", "Catalog", "CatalogError", "Change", "KnownNames",
-    "Problem", "ResourceSpec", "TierSpec", "ZoneSpec", "apply_catalog", "export_catalog",
+    "ACTOR", "MAX_BYTES", "ActionRuleSpec", "Applied", "Catalog", "CatalogError", "Change", "Held",
+    "KnownNames", "Problem", "ResourceSpec", "TierSpec", "ZoneSpec", "apply_catalog", "apply_reviewed",
+    "export_catalog",
     "known_names", "load_catalog", "parse_catalog", "plan_catalog", "upstream_problem",
 ]
 
@@ -807,30 +811,121 @@ def plan_catalog(catalog: Catalog) -> tuple[Change, ...]:
     return tuple(c for c in changes if c is not None)
 
 
-def apply_catalog(catalog: Catalog, *, dry_run: bool = False) -> tuple[Change, ...]:
-    """Create or update what differs, all in one transaction, with audit events; return the changes.
+@dataclass(frozen=True)
+class Held:
+    """A weakening item of the file that was not applied: it waits for a second admin."""
+
+    source: str
+    line: int
+    kind: str  # tier | resource
+    name: str
+    weakenings: tuple[Weakening, ...]
+    request: PolicyChangeRequest | None = None  # None on a dry run
+
+    def __str__(self) -> str:
+        what = "; ".join(str(w) for w in self.weakenings)
+        filed = (f"change request #{self.request.pk} filed" if self.request is not None
+                 else "a change request would be filed")
+        return (f"{self.source}:{self.line}: {self.kind} {self.name}: lowers protection ({what}); "
+                f"not applied, {filed}: it needs a second admin's approval")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What an apply wrote (``changes``) and what it held for a second admin (``held``)."""
+
+    changes: tuple[Change, ...]
+    held: tuple[Held, ...] = ()
+
+
+def apply_catalog(catalog: Catalog, *, dry_run: bool = False,
+                  requested_by: AbstractBaseUser | None = None) -> tuple[Change, ...]:
+    """The changes :func:`apply_reviewed` wrote (or would write, on a dry run)."""
+    return apply_reviewed(catalog, dry_run=dry_run, requested_by=requested_by).changes
+
+
+def _spec_tier_state(spec: TierSpec) -> dict[str, Any]:
+    """A tier spec as a :func:`tiers.policy_changes.tier_state`."""
+    state = {key: getattr(spec, key) for key in _TIER_FIELDS}
+    state["allowed_zones"] = sorted(spec.zones)
+    return state
+
+
+def apply_reviewed(catalog: Catalog, *, dry_run: bool = False,
+                   requested_by: AbstractBaseUser | None = None) -> Applied:
+    """Create or update what differs, all in one transaction, with audit events — except what
+    lowers protection, which becomes a change request for a second admin (four eyes).
 
     Each created or updated item writes one ``catalog.apply`` event; a resource that moves
-    to another tier also gets a :class:`TierChange` row and a ``catalog.retag`` event.
+    to another tier also gets a :class:`TierChange` row and a ``catalog.retag`` event. A tier
+    whose rules the file loosens gets the rest of its changes, and the loosened fields stay
+    as they are; a resource the file moves to a weaker tier (judged on the tiers as this
+    apply leaves them) keeps its tier and gets the rest. Each held item files one
+    ``policy.change_requested`` naming ``FILE:LINE``.
     """
     with transaction.atomic():
-        changes = plan_catalog(catalog)
-        if dry_run:
-            return changes
+        planned = plan_catalog(catalog)
         zones = {s.name: s for s in catalog.zones}
         tiers = {s.name: s for s in catalog.tiers}
         resources = {s.slug: s for s in catalog.resources}
-        for change in changes:
+        tiers_after: dict[str, dict[str, Any]] = {}
+        applied: list[Change] = []
+        held: list[Held] = []
+
+        def tier_after(name: str) -> dict[str, Any]:
+            if name not in tiers_after:
+                tiers_after[name] = tier_state(_tiers_qs().get(name=name))
+            return tiers_after[name]
+
+        def hold(kind: str, line: int, name: str, found: list[Weakening],
+                 changes: dict[str, list[Any]], **target: Any) -> None:
+            request = None if dry_run else file_request(
+                changes=changes, weakenings=found, by=requested_by,
+                reason=f"catalog apply {catalog.source}", source=f"{catalog.source}:{line}", **target)
+            held.append(Held(catalog.source, line, kind, name, tuple(found), request))
+
+        for change in planned:
+            item: Change | None = change
             if change.kind == "zone":
-                _write_zone(zones[change.name])
+                if not dry_run:
+                    _write_zone(zones[change.name])
             elif change.kind == "tier":
-                _write_tier(tiers[change.name])
+                spec = tiers[change.name]
+                if change.verb == "update":
+                    tier = _tiers_qs().get(name=change.name)
+                    before = tier_state(tier)
+                    found = weakens(before, _spec_tier_state(spec))
+                    if found:
+                        hold("tier", spec.line, spec.name, found,
+                             {w.field: [w.old, w.new] for w in found}, tier=tier)
+                        spec = replace(spec, **{
+                            ("zones" if w.field == "allowed_zones" else w.field):
+                            (tuple(before["allowed_zones"]) if w.field == "allowed_zones"
+                             else before[w.field]) for w in found})
+                        item = _diff("tier", spec.name, _tier_state(tier), spec.state())
+                tiers_after[spec.name] = _spec_tier_state(spec)
+                if item is not None and not dry_run:
+                    _write_tier(spec)
             else:
-                _write_resource(resources[change.name], change)
-            record("catalog.apply", outcome="success", actor=ACTOR,
-                   resource=change.name if change.kind == "resource" else "",
-                   detail=_audit_detail(change, catalog.source))
-    return changes
+                spec = resources[change.name]
+                if change.verb == "update" and "tier" in change.fields:
+                    resource = _resources_qs().get(slug=change.name)
+                    found = move_weakens(tier_after(resource.tier.name), tier_after(spec.tier))
+                    if found:
+                        hold("resource", spec.line, spec.slug, found,
+                             {"tier": [resource.tier.name, spec.tier]}, resource=resource)
+                        spec = replace(spec, tier=resource.tier.name)
+                        item = _diff("resource", spec.slug, _resource_state(resource), spec.state())
+                if item is not None and not dry_run:
+                    _write_resource(spec, item)
+            if item is None:
+                continue
+            applied.append(item)
+            if not dry_run:
+                record("catalog.apply", outcome="success", actor=ACTOR,
+                       resource=item.name if item.kind == "resource" else "",
+                       detail=_audit_detail(item, catalog.source))
+    return Applied(tuple(applied), tuple(held))
 
 
 def _audit_detail(change: Change, source: str) -> dict[str, Any]:
@@ -849,12 +944,15 @@ def _write_zone(spec: ZoneSpec) -> None:
     zone.save()
 
 
-def _write_tier(spec: TierSpec) -> None:
-    tier = Tier.objects.filter(name=spec.name).first() or Tier(name=spec.name)
-    for key in ("rank", "description", "access_mode", "mfa_read", "mfa_write", "mfa_sensitive",
+_TIER_FIELDS = ("rank", "description", "access_mode", "mfa_read", "mfa_write", "mfa_sensitive",
                 "device_trust_required", "approval_required", "session_max_seconds", "idle_seconds",
                 "reauth_interval_seconds", "clipboard_in", "clipboard_out", "file_transfer",
-                "read_only", "recording", "watermark", "rate_limit_per_minute", "retention_days"):
+                "read_only", "recording", "watermark", "rate_limit_per_minute", "retention_days")
+
+
+def _write_tier(spec: TierSpec) -> None:
+    tier = Tier.objects.filter(name=spec.name).first() or Tier(name=spec.name)
+    for key in _TIER_FIELDS:
         setattr(tier, key, getattr(spec, key))
     tier.save()
     tier.allowed_zones.set(NetworkZone.objects.filter(name__in=spec.zones))

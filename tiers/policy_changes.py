@@ -32,7 +32,8 @@ from tiers.pages import note_tier_change
 __all__ = [
     "MANAGE_PERMISSION", "RULE_KEYS", "NotAllowed", "NotPending", "PolicyChangeError", "RetagOutcome",
     "SelfApproval", "Stale", "TierEditOutcome", "Weakening", "approve", "edit_tier", "file_request",
-    "lowering_moves", "pending_changes", "reject", "retag", "rule_label", "shown", "tier_state", "weakens",
+    "lowering_moves", "move_weakens", "pending_changes", "reject", "retag", "rule_label", "shown",
+    "tier_state", "weakens",
 ]
 
 MANAGE_PERMISSION = "accounts.manage_catalog"
@@ -85,6 +86,15 @@ RULES: dict[str, _Rule] = {
     "retention_days": _Rule("Retention of recordings and records (days)", _identity),
 }
 RULE_KEYS = tuple(RULES)
+# Rules that only act on a pixel-streamed session: on a proxied tier they protect nothing (the
+# browser holds the app's HTML), so loosening them there weakens nothing.
+STREAM_ONLY = frozenset({"clipboard_in", "clipboard_out", "file_transfer", "read_only", "recording",
+                         "watermark", "reauth_interval_seconds"})
+# Operational limits, compared on a tier's own edits but not when a resource changes tier: a
+# tier of higher rank whose gates are all at least as strict is a raise even if, say, it has
+# no rate limit (streamed desktops have none to speak of).
+OPERATIONAL = frozenset({"session_max_seconds", "idle_seconds", "reauth_interval_seconds",
+                         "rate_limit_per_minute", "retention_days"})
 
 
 def rule_label(key: str) -> str:
@@ -125,16 +135,20 @@ def _zones_widened(old: Iterable[str], new: Iterable[str]) -> bool:
     return bool(before) and (not after or bool(after - before))
 
 
-def weakens(old_state: Mapping[str, Any], new_state: Mapping[str, Any]) -> list[Weakening]:
+def weakens(old_state: Mapping[str, Any], new_state: Mapping[str, Any], *,
+            keys: Iterable[str] = RULE_KEYS) -> list[Weakening]:
     """What going from ``old_state`` to ``new_state`` makes less strict, field by field.
 
-    Both are tier states (:func:`tier_state`); only keys present in both are compared. A
-    resource moving from tier A to tier B is judged as ``weakens(state(A), state(B))``: a
-    lower rank, or any rule of B weaker than A's, lowers protection. Pure.
+    Both are tier states (:func:`tier_state`); only ``keys`` present in both are compared,
+    and the pixel-streaming rules only when the old state streams or denies. Pure.
     """
     found = []
+    proxied = old_state.get("access_mode") == "proxy"
+    wanted = set(keys)
     for key, rule in RULES.items():
-        if key not in old_state or key not in new_state:
+        if key not in wanted or key not in old_state or key not in new_state:
+            continue
+        if proxied and key in STREAM_ONLY:
             continue
         old, new = old_state[key], new_state[key]
         if key == "allowed_zones":
@@ -143,6 +157,16 @@ def weakens(old_state: Mapping[str, Any], new_state: Mapping[str, Any]) -> list[
         elif old != new and rule.strength(new) < rule.strength(old):
             found.append(Weakening(key, old, new))
     return found
+
+
+def move_weakens(from_state: Mapping[str, Any], to_state: Mapping[str, Any]) -> list[Weakening]:
+    """What moving a resource from one tier to another makes less strict: a lower rank, or any
+    gate (access mode, fresh codes, device, networks, approval, stream controls) weaker.
+
+    Rank alone is not trusted: an admin could raise a lax tier's rank first (that applies at
+    once), so the gates are compared too. Operational limits are not (see ``OPERATIONAL``).
+    """
+    return weakens(from_state, to_state, keys=[k for k in RULE_KEYS if k not in OPERATIONAL])
 
 
 def tier_state(tier: Tier) -> dict[str, Any]:
@@ -238,7 +262,7 @@ def retag(resources: Iterable[Resource], tier: Tier, by: AbstractBaseUser, *, re
                 unchanged += 1
                 continue
             current = Tier.objects.prefetch_related("allowed_zones").get(pk=resource.tier_id)
-            found = weakens(tier_state(current), target_state)
+            found = move_weakens(tier_state(current), target_state)
             if found:
                 held.append(file_request(
                     resource=resource, changes={"tier": [current.name, target.name]}, weakenings=found,
@@ -312,7 +336,8 @@ def lowering_moves(resource: Resource) -> dict[str, list[Weakening]]:
     are left out): the re-tag form marks these as needing a second admin."""
     tiers = list(Tier.objects.prefetch_related("allowed_zones"))
     current = next(t for t in tiers if t.pk == resource.tier_id)
-    moves = {t.name: weakens(tier_state(current), tier_state(t)) for t in tiers if t.pk != current.pk}
+    moves = {t.name: move_weakens(tier_state(current), tier_state(t)) for t in tiers
+             if t.pk != current.pk}
     return {name: found for name, found in moves.items() if found}
 
 

@@ -21,7 +21,8 @@ from tiers.catalog import (
     load_catalog,
     upstream_problem,
 )
-from tiers.models import ActionRule, NetworkZone, Resource, Tier, TierChange
+from tiers.models import ActionRule, NetworkZone, PolicyChangeRequest, Resource, Tier, TierChange
+from tiers.policy_changes import approve
 from tiers.querysets import visible_to
 
 pytestmark = pytest.mark.django_db
@@ -159,10 +160,12 @@ def test_items_absent_from_the_file_are_left_alone():
 
 
 def test_a_retag_writes_a_tier_change_and_a_retag_audit_event():
-    apply_text(BASE)
+    # high asks for a write code too, so the move raises protection and applies at once.
+    base = BASE.replace("    mfa: {read: 900}\n", "    mfa: {read: 900, write: 600}\n")
+    apply_text(base)
     events_before = AuditEvent.objects.count()
 
-    changes = apply_text(BASE.replace("    tier: low\n", "    tier: high\n"))
+    changes = apply_text(base.replace("    tier: low\n", "    tier: high\n"))
 
     assert [str(c) for c in changes] == ["update resource wiki: tier: 'low' -> 'high'"]
     change = TierChange.objects.get(resource__slug="wiki", from_tier="low")
@@ -195,6 +198,8 @@ def test_an_update_writes_one_event_naming_what_changed():
 def test_listed_items_are_described_completely_so_a_removed_key_returns_to_its_default():
     apply_text(BASE)
     apply_text(BASE.replace("    recording: true\n", ""))
+    # Turning recording off lowers protection: it applies once a second admin approves it.
+    approve(PolicyChangeRequest.objects.get(), UserFactory(username="bob", role="admin"))
 
     assert Tier.objects.get(name="high").recording is False
 

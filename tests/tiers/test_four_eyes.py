@@ -8,7 +8,7 @@ from portal.audit.models import AuditEvent
 from tests.tiers.factories import NetworkZoneFactory, ResourceFactory, TierFactory, client_for, person
 from tiers import policy_changes
 from tiers.models import PolicyChangeRequest, Resource, Tier, TierChange
-from tiers.policy_changes import SelfApproval, Stale, Weakening, tier_state, weakens
+from tiers.policy_changes import SelfApproval, Stale, Weakening, move_weakens, tier_state, weakens
 
 # --- the rule: what weakens ---------------------------------------------------------------------
 
@@ -80,6 +80,28 @@ def test_a_change_that_keeps_or_raises_a_rule_weakens_nothing(key, value):
 
 def test_any_network_widened_to_a_list_is_a_narrowing_not_a_weakening():
     assert weakens(STRICT | {"allowed_zones": []}, STRICT | {"allowed_zones": ["office"]}) == []
+
+
+PROXIED = STRICT | {"access_mode": "proxy", "recording": False, "watermark": False, "read_only": False}
+
+
+@pytest.mark.parametrize("key", ["clipboard_in", "clipboard_out", "file_transfer"])
+def test_stream_controls_of_a_proxied_tier_protect_nothing_so_loosening_them_weakens_nothing(key):
+    assert weakens(PROXIED, PROXIED | {key: "allow"}) == []
+
+
+@pytest.mark.parametrize(("key", "value", "held"), [
+    ("rank", 10, True),
+    ("approval_required", False, True),
+    ("mfa_write", None, True),
+    ("recording", False, True),
+    ("allowed_zones", [], True),
+    ("rate_limit_per_minute", None, False),
+    ("session_max_seconds", 86400, False),
+    ("retention_days", 30, False),
+])
+def test_a_move_is_judged_on_rank_and_gates_not_on_operational_limits(key, value, held):
+    assert bool(move_weakens(STRICT, STRICT | {key: value})) is held
 
 
 def test_each_weakening_says_what_and_from_what_to_what():
@@ -392,3 +414,106 @@ def test_change_requests_cannot_be_edited_or_approved_in_the_django_admin(tiers,
     client.post(f"/admin/tiers/policychangerequest/{change.pk}/change/", {"state": "applied"})
 
     assert PolicyChangeRequest.objects.get().state == "pending"
+
+
+# --- catalog apply ------------------------------------------------------------------------------------
+
+CATALOG = """\
+tiers:
+  - name: high
+    rank: 20
+    access_mode: stream
+    mfa: {read: 900, write: 900}
+    recording: true
+  - name: critical
+    rank: 30
+    access_mode: stream
+    mfa: {read: 0, write: 0}
+    approval_required: true
+    recording: true
+    watermark: true
+resources:
+  - slug: db-shell
+    name: DB shell
+    kind: ssh
+    upstream: 10.0.0.5:22
+    tier: critical
+"""
+
+
+def _apply(text: str, *args: str) -> str:
+    import tempfile
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        handle.write(text)
+    out = StringIO()
+    call_command("catalog", "apply", handle.name, *args, stdout=out)
+    return out.getvalue().replace(handle.name, "catalog.yaml")
+
+
+@pytest.mark.django_db
+def test_a_catalog_that_moves_db_shell_down_files_a_request_names_the_line_and_applies_the_rest(ada):
+    _apply(CATALOG)
+    lowered = CATALOG.replace("    tier: critical\n", "    tier: high\n").replace(
+        "name: DB shell", "name: Database shell")
+
+    out = _apply(lowered, "--requested-by", "ada")
+
+    shell = Resource.objects.get(slug="db-shell")
+    assert (shell.tier.name, shell.name) == ("critical", "Database shell")
+    change = PolicyChangeRequest.objects.get()
+    assert (change.kind, change.changes, change.requested_by) == ("retag", {"tier": ["critical", "high"]}, ada)
+    assert change.source.endswith(".yaml:15")
+    assert "held: catalog.yaml:15: resource db-shell: lowers protection (" in out
+    assert f"change request #{change.pk} filed: it needs a second admin's approval" in out
+    assert "1 change(s) lower protection: not applied, waiting for a second admin's approval" in out
+    assert "update resource db-shell: name: 'DB shell' -> 'Database shell'" in out
+    with pytest.raises(SelfApproval):
+        policy_changes.approve(change, ada)
+
+
+@pytest.mark.django_db
+def test_a_catalog_that_loosens_a_tier_keeps_the_strict_rule_and_applies_the_tightening(bob):
+    _apply(CATALOG)
+    loosened = CATALOG.replace("    approval_required: true\n", "").replace(
+        "    mfa: {read: 900, write: 900}\n", "    mfa: {read: 300, write: 900}\n")
+
+    out = _apply(loosened)
+    again = _apply(loosened)
+
+    critical, high = Tier.objects.get(name="critical"), Tier.objects.get(name="high")
+    assert critical.approval_required and high.mfa_read == 300
+    change = PolicyChangeRequest.objects.get()  # applying again files no second request
+    assert change.changes == {"approval_required": [True, False]} and change.requested_by is None
+    assert "held: catalog.yaml:7: tier critical: lowers protection (Approval before access: on -> off)" in out
+    assert "held: catalog.yaml:7: tier critical" in again and "no other changes" in again
+    assert AuditEvent.objects.filter(action="policy.change_requested").count() == 1
+
+    policy_changes.approve(change, bob)
+
+    assert not Tier.objects.get(name="critical").approval_required
+    assert _apply(loosened).strip() == "catalog.yaml: no changes"
+
+
+@pytest.mark.django_db
+def test_a_dry_run_says_what_would_be_held_and_files_nothing():
+    _apply(CATALOG)
+
+    out = _apply(CATALOG.replace("    tier: critical\n", "    tier: high\n"), "--dry-run")
+
+    assert "held: catalog.yaml:15: resource db-shell" in out and "a change request would be filed" in out
+    assert not PolicyChangeRequest.objects.exists()
+    assert Resource.objects.get(slug="db-shell").tier.name == "critical"
+
+
+@pytest.mark.django_db
+def test_a_catalog_that_raises_a_resource_applies_at_once():
+    _apply(CATALOG.replace("    tier: critical\n", "    tier: high\n"))
+
+    _apply(CATALOG)
+
+    assert Resource.objects.get(slug="db-shell").tier.name == "critical"
+    assert not PolicyChangeRequest.objects.exists()
