@@ -9,9 +9,9 @@ The rule:
   (``cache.add`` + ``cache.incr``; Redis ``SET NX`` + ``INCR``), never read-then-write. So
   however many guesses arrive at once, at most ``PORTAL_LOGIN_FAILURE_LIMIT`` of them are
   checked for one username inside the window.
-- The attempt that reaches a limit closes a *gate* for 30 s; each later attempt that finds
-  the gate open again may check one password and closes it for twice as long as before
-  (capped at the window). Opening a gate is ``cache.add`` too, so one attempt gets through.
+- The attempt that reaches a limit closes a *gate* for 30 s; once it opens again, one later
+  attempt may check one password (it wins a ``cache.add`` claim on that opening) and closes
+  it for twice as long as before (capped at the window).
   A refused attempt gives its reservation back: waiting out a pause is not punished.
 - Per username: ``PORTAL_LOGIN_FAILURE_LIMIT`` (5) failures.
 - Per client address: ``PORTAL_LOGIN_ADDRESS_FAILURE_LIMIT`` (default ten times the
@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
-__all__ = ["LoginThrottle", "address_failure_limit"]
+__all__ = ["LoginThrottle", "address_failure_limit", "first_pause"]
 
-FIRST_PAUSE_SECONDS = 30
+def first_pause() -> int:
+    """Seconds of the first pause after a limit is reached (then doubled each time)."""
+    return int(getattr(settings, "PORTAL_LOGIN_FIRST_PAUSE_SECONDS", 30))
 
 
 def address_failure_limit() -> int:
@@ -46,10 +48,6 @@ def address_failure_limit() -> int:
 def _key(kind: str, *values: str) -> str:
     digest = hashlib.sha256("\0".join(v.lower() for v in values).encode()).hexdigest()[:32]
     return f"login-fail:{kind}:{digest}"
-
-
-def _pause(count: int, limit: int, window: int) -> int:
-    return min(FIRST_PAUSE_SECONDS * 2 ** (count - limit), window)
 
 
 def _increment(key: str, window: int) -> int:
@@ -95,15 +93,8 @@ class LoginThrottle:
         for key, limit in self._limited():
             count = _increment(key, window)
             taken.append(key)
-            if count < limit:
-                continue
-            # A gate closed here and then refused by the other counter stays closed:
-            # erring towards a longer pause never lets an extra guess through.
-            now, pause = time.time(), _pause(count, limit, window)
-            if count == limit:
-                cache.set(key + ":gate", now + pause, timeout=pause)
-            elif not cache.add(key + ":gate", now + pause, timeout=pause):
-                wait = max(wait, self._gate_wait(key, now))
+            if count >= limit:
+                wait = max(wait, self._pass_gate(key + ":gate", count, limit, window))
         if wait:
             for key in taken:
                 _decrement(key)
@@ -112,16 +103,36 @@ class LoginThrottle:
         return 0
 
     @staticmethod
-    def _gate_wait(key: str, now: float) -> int:
-        until = cache.get(key + ":gate")
-        return max(1, int((until or now) - now + 0.999))
+    def _pass_gate(gate: str, count: int, limit: int, window: int) -> int:
+        """0 if attempt number ``count`` may go through the gate (closing it behind itself),
+        else the seconds to wait.
+
+        The gate holds the time it opens again. No gate yet means the attempt that reached
+        the limit has not closed it: that is closed too. Once open, one attempt wins the
+        ``cache.add`` claim on that opening; every other one finds it taken. A gate closed
+        here and then refused by the other counter stays closed: erring towards a longer
+        pause never lets an extra guess through.
+        """
+        now = time.time()
+        if count == limit:
+            cache.set(gate, (now + first_pause(), first_pause()), timeout=window)
+            return 0
+        opens_at, pause = cache.get(gate) or (None, 0)
+        if opens_at is None:
+            return first_pause()
+        if opens_at > now or not cache.add(f"{gate}:{opens_at!r}", 1, timeout=window):
+            return max(1, int(opens_at - now + 0.999))
+        # Doubled per guess let through, not per count: racing refusals must not lengthen it.
+        pause = min(pause * 2, window)
+        cache.set(gate, (now + pause, pause), timeout=window)
+        return 0
 
     def retry_after(self) -> int:
         """Seconds until another attempt would be accepted (0 when allowed now); changes nothing."""
         now = time.time()
         waits = [0]
         gates = cache.get_many([key + ":gate" for key, _ in self._limited()])
-        waits.extend(int(until - now + 0.999) for until in gates.values())
+        waits.extend(int(until - now + 0.999) for until, _ in gates.values())
         return max(waits)
 
     def succeeded(self) -> None:
