@@ -17,6 +17,9 @@ const container = $("display");
 function setStatus(text) { $("player-status").textContent = text; }
 function setState(state) { player.dataset.state = state; }
 
+// What the status line says in each state: it always matches what the player is doing.
+function playingStatus() { return `Playing at ${speed}×. Press Pause to stop, drag the timeline to jump.`; }
+
 function clock(ms) {
   const total = Math.max(0, Math.floor(ms / 1000));
   const h = Math.floor(total / 3600);
@@ -106,6 +109,7 @@ function step() {
     if (target >= duration) {
       playing = false;
       setState("ended");
+      setStatus("The end of the recording. Press Play to watch it again.");
       render();
       return;
     }
@@ -119,6 +123,7 @@ function play() {
   anchorTime = performance.now();
   playing = true;
   setState("playing");
+  setStatus(playingStatus());
   render();
   step();
 }
@@ -128,6 +133,7 @@ function pause() {
   playing = false;
   generation++;
   setState("paused");
+  setStatus(`Paused at ${clock(position)}. Press Play to go on.`);
   render();
 }
 
@@ -145,6 +151,7 @@ speedSelect.addEventListener("change", () => {
   }
   speed = Number(speedSelect.value) || 1;
   player.dataset.speed = String(speed);
+  if (playing) setStatus(playingStatus());
 });
 seekBar.addEventListener("input", () => {
   position = Number(seekBar.value);

@@ -20,10 +20,22 @@ from django.conf import settings as django_settings
 from portal.audit.models import AuditEvent
 from streaming.desktop.models import StreamSession
 from streaming.desktop.vault import TargetSecret
-from tests.factories import UserFactory, enrol_totp
+from tests.factories import PASSWORD, UserFactory, enrol_totp, totp_code
 from tests.streaming.desktop.conftest import make_resource
 from tests.streaming.desktop.test_e2e_chromium import sign_in_with_browser, wait_until
 from tiers.models import Tier
+
+
+def sign_in_auditor(page, base_url, user) -> None:
+    """Password and code through the real forms; an auditor lands on her workspace, not My apps."""
+    page.goto(f"{base_url}/accounts/login/")
+    page.fill("input[name=username]", user.username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/accounts/mfa/verify/**")
+    page.fill("input[name=otp_token]", totp_code(user.totp))
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/audit/")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -101,8 +113,7 @@ def test_auditor_finds_plays_and_exports_an_employees_recorded_desktop_session(
     auditor = UserFactory(username="audrey", role="auditor")
     auditor.totp = enrol_totp(auditor)
     page = new_page(chromium, violations)
-    sign_in_with_browser(page, base, auditor)
-    page.goto(f"{base}/audit/")
+    sign_in_auditor(page, base, auditor)
     page.click("text=Sessions")
     page.fill("input[name=user]", employee.username)
     page.click("button:has-text('Show')")
@@ -118,7 +129,11 @@ def test_auditor_finds_plays_and_exports_an_employees_recorded_desktop_session(
     assert page.evaluate("document.getElementById('player').dataset.state") == "ready", \
         page.locator("#player-status").inner_text()
     page.select_option("#speed", "4")
+    play, speed = page.locator("#play").bounding_box(), page.locator("#speed").bounding_box()
+    assert abs(play["y"] - speed["y"]) < play["height"] and speed["width"] < 120, "Speed sits inline"
     page.click("#play")
+    status = page.locator("#player-status").inner_text()
+    assert status.startswith("Playing at 4\u00d7") and "Ready" not in status, status
     wait_until(page, f"({NON_BLANK})('#display') > 500", timeout=30)
     wait_until(page, "Number(document.getElementById('player').dataset.position) > 0")
     # The page checks the file against the digest stored at the end of the session. With
