@@ -24,7 +24,7 @@ REASON_MAX = 500
 def _reason_field() -> forms.CharField:
     return forms.CharField(
         label="Reason", max_length=REASON_MAX, required=False,
-        help_text="Shown to the second admin when the change lowers protection and needs approval.")
+        widget=forms.TextInput(attrs={"placeholder": "Shown to the approving admin"}))
 
 
 class ResourceFilterForm(forms.Form):
@@ -33,8 +33,8 @@ class ResourceFilterForm(forms.Form):
     tier = forms.ModelChoiceField(Tier.objects.all(), to_field_name="name", required=False,
                                   label="Show tier", empty_label="All tiers")
     kind = forms.ChoiceField(choices=[("", "All kinds"), *ResourceKind.choices], required=False)
-    q = forms.CharField(label="Name contains", max_length=100, required=False,
-                        widget=forms.TextInput(attrs={"placeholder": "Name, slug or description"}))
+    q = forms.CharField(label="Name, slug or description", max_length=100, required=False,
+                        widget=forms.TextInput(attrs={"placeholder": "e.g. wiki"}))
 
 
 class RetagForm(forms.Form):

@@ -178,9 +178,11 @@ def manage_resource(request: HttpRequest, slug: str) -> HttpResponse:
         Resource.objects.select_related("tier", "owner")
         .prefetch_related("allowed_groups", "allowed_users", "action_rules", "tier_changes"), slug=slug)
     lowering = policy_changes.lowering_moves(resource)
+    retag_form = RetagForm(initial={"tier": resource.tier.name}, lowering=lowering)
+    retag_form.fields["tier"].label = "Move to"
     return render(request, "tiers/manage/resource.html", {
         "resource": resource, "history": resource.tier_changes.all(),
-        "retag_form": RetagForm(initial={"tier": resource.tier.name}, lowering=lowering),
+        "retag_form": retag_form,
         "lowering": lowering, "tiers": Tier.objects.all(), "entry": pages.entry_point(resource),
         "pending": policy_changes.pending_changes().filter(resource=resource),
     })

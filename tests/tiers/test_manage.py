@@ -157,7 +157,7 @@ def test_the_filter_row_has_no_help_line_under_one_field_to_push_it_out_of_line(
     filters = html.split('role="search"', 1)[1].split("</form>", 1)[0]
 
     assert 'class="help"' not in filters
-    assert 'placeholder="Name, slug or description"' in filters
+    assert 'placeholder="e.g. wiki"' in filters
 
 
 def test_retag_cannot_redirect_elsewhere(catalog):
