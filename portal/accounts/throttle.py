@@ -55,9 +55,13 @@ def _increment(key: str, window: int) -> int:
     for _ in range(3):
         cache.add(key, 0, timeout=window)
         try:
-            return cache.incr(key)
+            count = cache.incr(key)
         except ValueError:  # expired between add and incr: create it again
             continue
+        if count == 1:
+            # Redis INCR on a key that expired just before creates it without a lifetime.
+            cache.touch(key, window)
+        return count
     raise RuntimeError("the login throttle counter could not be incremented")
 
 
@@ -119,6 +123,9 @@ class LoginThrottle:
             return 0
         opens_at, pause = cache.get(gate) or (None, 0)
         if opens_at is None:
+            # Not closed yet by the attempt that reached the limit (or evicted): close it
+            # and wait; nobody passes an unclosed gate, and nobody stays locked for good.
+            cache.add(gate, (now + first_pause(), first_pause()), timeout=window)
             return first_pause()
         if opens_at > now or not cache.add(f"{gate}:{opens_at!r}", 1, timeout=window):
             return max(1, int(opens_at - now + 0.999))

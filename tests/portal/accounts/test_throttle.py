@@ -58,3 +58,15 @@ def test_a_success_redeems_only_that_persons_failures_on_the_address(settings):
         assert person.reserve() == 0
     person.succeeded()
     assert [LoginThrottle(f"more{i}", "10.0.0.9").reserve() for i in range(4)] == [0, 0, 0, 30]
+
+
+def test_a_username_whose_pause_was_evicted_from_the_cache_is_paused_again_not_locked_for_good(settings):
+    from portal.accounts.throttle import _key
+
+    settings.PORTAL_LOGIN_FIRST_PAUSE_SECONDS = 1
+    throttle = LoginThrottle("target", "10.0.0.1")
+    assert [throttle.reserve() for _ in range(5)] == [0] * 5
+    cache.delete(_key("user", "target") + ":gate")  # Redis evicted it under memory pressure
+    assert throttle.reserve() == 1
+    time.sleep(1.1)
+    assert throttle.reserve() == 0
