@@ -48,7 +48,8 @@ from streaming.desktop.guacamole.protocol import (
     Instruction,
     InstructionReader,
     ProtocolError,
-    encode,
+    encode_utf16,
+    to_browser_counting,
 )
 from streaming.desktop.models import EndReason, StreamSession, StreamWatch
 from streaming.desktop.parameters import ParameterError
@@ -272,7 +273,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
                         _int(query.get("dpi"), 96, 48, 400))
 
         await self.accept("guacamole")
-        await self.send(text_data=encode("", session_id if len(session_id) == 36 else "0" * 36))
+        await self.send(text_data=encode_utf16("", session_id if len(session_id) == 36 else "0" * 36))
         if watch_id is not None:
             await self._connect_watcher(watch_id, query.get("ticket", ""), screen)
             return
@@ -342,7 +343,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
 
     async def _refuse(self, message: str, status: int) -> None:
         self.ended = True
-        await self.send(text_data=encode("error", message, status))
+        await self.send(text_data=encode_utf16("error", message, status))
         await self.close(code=1000, reason=str(status))
 
     # -- browser -> guacd ----------------------------------------------------------------
@@ -401,7 +402,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         """Apply the tier to one browser instruction; True when it goes on to guacd."""
         op = ins.opcode
         if op == "":
-            await self.send(text_data=ins.encode())  # internal ping: the relay answers
+            await self.send(text_data=ins.encode_utf16())  # internal ping: the relay answers
             return False
         if self.guacd is None:
             return False
@@ -424,7 +425,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
             return await self._control_allowed("file.transfer", detail={"direction": "download",
                                                                         "name": ins.args[1]})
         if op in ("pipe", "argv", "audio"):
-            await self.send(text_data=encode("ack", ins.args[0], "Not allowed on this portal.",
+            await self.send(text_data=encode_utf16("ack", ins.args[0], "Not allowed on this portal.",
                                              Status.CLIENT_FORBIDDEN))
             self.refused_in.add(ins.args[0])
             return False
@@ -455,7 +456,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         self.refused_input += 1
         if op in STREAM_OPCODES:
             stream = ins.args[1] if op == "put" else ins.args[0]
-            await self.send(text_data=encode("ack", stream, "This is a read-only view.",
+            await self.send(text_data=encode_utf16("ack", stream, "This is a read-only view.",
                                              Status.CLIENT_FORBIDDEN))
         if op not in self.refused_opcodes:  # once per kind: mouse moves would drown the trail
             self.refused_opcodes.add(op)
@@ -467,7 +468,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
             self.transfers_in[stream] = _Transfer(kind, direction, name)
             return True
         refusal = f"{_CONTROL_WORDS[kind]} is not allowed on this tier."
-        await self.send(text_data=encode("ack", stream, refusal, Status.CLIENT_FORBIDDEN))
+        await self.send(text_data=encode_utf16("ack", stream, refusal, Status.CLIENT_FORBIDDEN))
         self.refused_in.add(stream)
         return False
 
@@ -506,6 +507,8 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
             while (text := await self.guacd.read_frames()) is not None:
                 if self.transfers_out or self.refused_out or any(m in text for m in _GUACD_MARKERS):
                     text = await self._from_guacd(text)
+                else:
+                    text = to_browser_counting(text)  # guacd counts code points, the browser UTF-16
                 if text:
                     await self.send(text_data=text)
                 if self.guacd_error:
@@ -560,7 +563,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
                         del self.transfers_out[stream]
                         await self._audit_transfer(transfer, "allowed")
             if keep:
-                kept.append(ins.encode())
+                kept.append(ins.encode_utf16())
         return "".join(kept)
 
     # -- continuous authorization, idle, maximum duration ---------------------------------
@@ -679,7 +682,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         if notify:
             with contextlib.suppress(Exception):
                 await self._notice("ended", reason=str(reason), message=message)
-                await self.send(text_data=encode("error", message, status))
+                await self.send(text_data=encode_utf16("error", message, status))
         if self.guacd is not None:
             await self.guacd.close()
         try:
@@ -707,7 +710,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
 
     async def _notice(self, kind: str, **values: Any) -> None:
         """A portal instruction for the page's status bar; guacamole-common-js ignores it."""
-        await self.send(text_data=encode("portal", kind, json.dumps(values)))
+        await self.send(text_data=encode_utf16("portal", kind, json.dumps(values)))
 
     async def _audit(self, action: str, outcome: str, detail: dict[str, Any]) -> None:
         self._flush_input()  # nor on the audit trail's write

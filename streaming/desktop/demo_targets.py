@@ -282,6 +282,7 @@ def start_ssh_target(workdir: Path, *, username: str = DEMO_ACCOUNT,
         "X11Forwarding no",
         "AllowTcpForwarding no",
         "PrintMotd no",
+        "Subsystem sftp internal-sftp",  # a tier that allows file transfer uses guacd's SFTP
         "LogLevel INFO",
         "",
     ]))

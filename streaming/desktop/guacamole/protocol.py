@@ -1,7 +1,12 @@
 """The Guacamole wire format: a pure, incremental, bounded instruction reader and an encoder.
 
 An instruction is ``LENGTH.VALUE,LENGTH.VALUE,...;`` where each LENGTH counts Unicode
-characters (code points), not bytes. A TCP read from guacd can end anywhere, even inside a
+characters, not bytes: code points for guacd, but UTF-16 code units for guacamole-common-js
+1.5.0 (JavaScript's ``String.length``), which differ for every character outside the Basic
+Multilingual Plane (an emoji counts 2 in the browser, 1 in guacd). Each peer is read in its
+own counting (:attr:`Limits.utf16_lengths`), and the relay writes each peer's counting
+(:func:`encode` for guacd, :func:`encode_utf16` and :func:`to_browser_counting` for the
+browser). A TCP read from guacd can end anywhere, even inside a
 multi-byte UTF-8 character, so bytes are decoded incrementally and instruction boundaries
 are found by walking the length prefixes, never by searching for ``;`` (which may appear
 inside a value). Every limit is hard: a peer that exceeds one gets :class:`ProtocolError`,
@@ -11,6 +16,7 @@ never an unbounded buffer. No I/O here; the relay and the handshake feed this cl
 from __future__ import annotations
 
 import codecs
+import re
 from collections import deque
 from dataclasses import dataclass
 
@@ -22,6 +28,8 @@ __all__ = [
     "Limits",
     "ProtocolError",
     "encode",
+    "encode_utf16",
+    "to_browser_counting",
 ]
 
 
@@ -36,12 +44,16 @@ class Limits:
     max_instruction_length: int
     max_elements: int
     max_length_digits: int = 6
+    utf16_lengths: bool = False  # the peer counts UTF-16 code units (a browser), not code points
 
 
 # guacd itself refuses instructions over 8192 characters or 128 elements (guac_parser);
 # some headroom for its images, none for the browser, whose instructions are small.
 GUACD_LIMITS = Limits(max_instruction_length=64 * 1024, max_elements=256)
-BROWSER_LIMITS = Limits(max_instruction_length=16 * 1024, max_elements=16, max_length_digits=5)
+BROWSER_LIMITS = Limits(max_instruction_length=16 * 1024, max_elements=16, max_length_digits=5,
+                        utf16_lengths=True)
+# Characters outside the Basic Multilingual Plane: one code point, two UTF-16 code units.
+_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +64,48 @@ class Instruction:
     args: tuple[str, ...] = ()
 
     def encode(self) -> str:
+        """For guacd: lengths in code points."""
         return encode(self.opcode, *self.args)
+
+    def encode_utf16(self) -> str:
+        """For the browser: lengths in UTF-16 code units."""
+        return encode_utf16(self.opcode, *self.args)
 
 
 def encode(opcode: str, *args: object) -> str:
-    """The wire form of one instruction; values are stringified, lengths count characters."""
+    """The wire form of one instruction for guacd; values are stringified, lengths count code points."""
     parts = [opcode, *(str(a) for a in args)]
     return ",".join(f"{len(p)}.{p}" for p in parts) + ";"
+
+
+def encode_utf16(opcode: str, *args: object) -> str:
+    """The wire form of one instruction for guacamole-common-js: lengths count UTF-16 code units."""
+    parts = [opcode, *(str(a) for a in args)]
+    return ",".join(f"{_utf16_length(p)}.{p}" for p in parts) + ";"
+
+
+def _utf16_length(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    return len(text) + len(_ASTRAL.findall(text))
+
+
+def to_browser_counting(text: str) -> str:
+    """Whole instructions from guacd (code points) rewritten for the browser (UTF-16 units).
+
+    Unchanged, and no parse, unless ``text`` holds a character outside the BMP: guacd's
+    image data is base64, so the hot path costs one flag check.
+    """
+    if text.isascii() or not _ASTRAL.search(text):
+        return text
+    reader = InstructionReader(GUACD_LIMITS)
+    reader.feed_text(text)
+    if reader.pending:
+        raise ProtocolError("a run from guacd ends inside an instruction")
+    out: list[str] = []
+    while (instruction := reader.pop()) is not None:
+        out.append(instruction.encode_utf16())
+    return "".join(out)
 
 
 class InstructionReader:
@@ -111,12 +158,12 @@ class InstructionReader:
             if not _is_digits(prefix):
                 raise ProtocolError("an element length is not a decimal number")
             length = int(prefix)
-            end = dot + 1 + length
-            if end - open_start >= limits.max_instruction_length:
+            if dot + 1 + length - open_start >= limits.max_instruction_length:
                 raise ProtocolError(
                     f"an instruction is longer than {limits.max_instruction_length} characters"
                 )
-            if end >= size:
+            end = _value_end(buf, dot + 1, length, limits.utf16_lengths)
+            if end is None or end >= size:
                 break  # the value or its terminator has not arrived yet
             self._elements += 1
             if self._elements > limits.max_elements:
@@ -140,7 +187,7 @@ class InstructionReader:
         if not self._ends:
             return None
         end = self._ends.popleft()
-        instruction = _parse_one(self._buffer, self._start, end)
+        instruction = _parse_one(self._buffer, self._start, end, self.limits.utf16_lengths)
         self._start = end
         self._compact()
         return instruction
@@ -184,13 +231,34 @@ def _is_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _parse_one(buf: str, start: int, end: int) -> Instruction:
+def _value_end(buf: str, start: int, length: int, utf16: bool) -> int | None:
+    """Index just past a value of ``length`` (code points, or UTF-16 units when ``utf16``)
+    that starts at ``start``; None when the buffer ends first."""
+    end = start + length
+    if not utf16:
+        return end if end <= len(buf) else None
+    chunk = buf[start:end]
+    if chunk.isascii() or not _ASTRAL.search(chunk):  # every character is one unit
+        return end if len(chunk) == length else None
+    pos, left, size = start, length, len(buf)
+    while left > 0:
+        if pos >= size:
+            return None
+        left -= 2 if buf[pos] > "\uffff" else 1
+        pos += 1
+    if left < 0:
+        raise ProtocolError("an element length ends inside a character")
+    return pos
+
+
+def _parse_one(buf: str, start: int, end: int, utf16: bool = False) -> Instruction:
     elements: list[str] = []
     pos = start
     while pos < end:
         dot = buf.index(".", pos)
         length = int(buf[pos:dot])
-        value_end = dot + 1 + length
+        value_end = _value_end(buf, dot + 1, length, utf16)
+        assert value_end is not None  # the boundaries were found before
         elements.append(buf[dot + 1:value_end])
         pos = value_end + 1
     return Instruction(elements[0], tuple(elements[1:]))

@@ -15,7 +15,7 @@ from django.test import Client
 
 from portal.asgi import application
 from streaming.desktop import vault
-from streaming.desktop.guacamole.protocol import BROWSER_LIMITS, GUACD_LIMITS, InstructionReader
+from streaming.desktop.guacamole.protocol import BROWSER_LIMITS, GUACD_LIMITS, InstructionReader, Limits
 from streaming.desktop.recordings import stop_background_digests
 from streaming.desktop.vault import TargetSecret
 from tests.streaming.desktop.wsclient import WebsocketCommunicator
@@ -104,6 +104,10 @@ def communicator(page: OpenedPage, *, ticket: str | None = None, cookie: str | N
                                  scheme=scheme)
 
 
+# guacamole-common-js 1.5.0 counts element lengths in UTF-16 code units, what it sends and reads.
+AS_THE_BROWSER_READS = Limits(GUACD_LIMITS.max_instruction_length, GUACD_LIMITS.max_elements, utf16_lengths=True)
+
+
 class Browser:
     """The browser's side of the tunnel: every message must hold whole instructions only."""
 
@@ -121,7 +125,7 @@ class Browser:
             return None
         text = message["text"]
         self.received.append(text)
-        reader = InstructionReader(GUACD_LIMITS)
+        reader = InstructionReader(AS_THE_BROWSER_READS)
         reader.feed_text(text)
         assert reader.pending == 0, f"a message ended inside an instruction: {text[-80:]!r}"
         while (ins := reader.pop()) is not None:

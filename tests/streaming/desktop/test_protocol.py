@@ -13,6 +13,8 @@ from streaming.desktop.guacamole.protocol import (
     Limits,
     ProtocolError,
     encode,
+    encode_utf16,
+    to_browser_counting,
 )
 
 
@@ -133,3 +135,59 @@ def test_instructions_a_browser_legitimately_sends_pass(wire):
 def test_everything_else_from_the_browser_is_refused(instruction, why):
     with pytest.raises(ProtocolError, match=why):
         check_browser_instruction(instruction)
+
+
+# -- the browser counts UTF-16 code units (guacamole-common-js 1.5.0), guacd code points -------
+
+
+def test_the_browsers_emoji_file_name_is_read_in_its_counting_and_given_to_guacd_in_code_points():
+    # What guacamole-common-js sends for a file "report 😀.txt": String.length counts the emoji twice.
+    wire = "4.file,1.1,10.text/plain,13.report 😀.txt;5.mouse,2.10,2.10,1.0;"
+    reader = InstructionReader(BROWSER_LIMITS)
+    reader.feed_text(wire)
+    assert reader.pending == 0
+    file, mouse = reader.pop(), reader.pop()
+    assert file == Instruction("file", ("1", "text/plain", "report 😀.txt"))
+    assert mouse == Instruction("mouse", ("10", "10", "0"))
+    check_browser_instruction(file)
+    assert file.encode() == "4.file,1.1,10.text/plain,12.report 😀.txt;"  # what guacd reads
+
+
+def test_a_browser_message_split_inside_an_emoji_value_waits_for_the_rest():
+    reader = InstructionReader(BROWSER_LIMITS)
+    reader.feed_text("4.file,1.1,10.text/plain,6.ab😀")
+    assert reader.pop() is None and reader.pending
+    reader.feed_text("😀;")
+    assert reader.pop() == Instruction("file", ("1", "text/plain", "ab😀😀"))
+
+
+@pytest.mark.parametrize("wire", [
+    "4.file,1.1,10.text/plain,1.😀;",  # a length that ends between the two halves of the emoji
+    "4.file,1.1,10.text/plain,2.😀😀;",  # too short in UTF-16 units: the terminator is an emoji
+])
+def test_a_browser_length_that_splits_an_emoji_is_refused(wire):
+    reader = InstructionReader(BROWSER_LIMITS)
+    with pytest.raises(ProtocolError):
+        reader.feed_text(wire)
+
+
+def test_code_point_lengths_from_a_browser_would_be_read_short_and_refused():
+    reader = InstructionReader(BROWSER_LIMITS)
+    with pytest.raises(ProtocolError):
+        reader.feed_text("4.file,1.1,10.text/plain,12.report 😀.txt;")
+
+
+def test_guacd_text_is_rewritten_for_the_browsers_counting_only_when_it_must():
+    plain = encode("sync", 42) + encode("name", "Bürö ✓")
+    assert to_browser_counting(plain) is plain  # no character outside the BMP: untouched
+    run = encode("file", 2, "text/plain", "café 😀.txt") + encode("sync", 43)
+    assert to_browser_counting(run) == "4.file,1.2,10.text/plain,11.café 😀.txt;4.sync,2.43;"
+    assert encode_utf16("ack", 1, "😀", 0) == "3.ack,1.1,2.😀,1.0;"
+
+
+def test_what_the_relay_gives_the_browser_reads_back_as_the_same_instructions():
+    as_browser = Limits(GUACD_LIMITS.max_instruction_length, GUACD_LIMITS.max_elements, utf16_lengths=True)
+    original = [Instruction("file", ("2", "text/plain", "🙂🙃 x")), Instruction("error", ("👋 bye", "515"))]
+    reader = InstructionReader(as_browser)
+    reader.feed_text(to_browser_counting("".join(i.encode() for i in original)))
+    assert [reader.pop(), reader.pop()] == original
