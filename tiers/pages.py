@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.translation import ngettext
 
 from portal.accounts.mfa import MFA_TIME_KEY
 from portal.audit.chain import record
@@ -32,7 +33,7 @@ from tiers.types import Action, ActionClass, Decision, DecisionInput, DeviceInfo
 __all__ = [
     "AppCard", "Simulation", "TierGroup", "app_groups", "catalog_resources", "entry_point",
     "human_seconds", "note_tier_change", "open_action", "render_denial", "render_unavailable", "retag",
-    "simulate", "simulation_summary", "tier_rules", "update_tier",
+    "seconds_ago", "simulate", "simulation_summary", "tier_rules", "update_tier",
 ]
 
 # Short words for the rule that stopped a preview, as a card can show them.
@@ -61,6 +62,11 @@ def human_seconds(seconds: int | None, *, none: str = "not needed") -> str:
         if seconds % size == 0:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
+
+
+def seconds_ago(seconds: int) -> str:
+    """``1`` -> ``1 second ago``, ``60`` -> ``60 seconds ago`` (the plural through ngettext)."""
+    return ngettext("%(count)d second ago", "%(count)d seconds ago", seconds) % {"count": seconds}
 
 
 # --- My apps --------------------------------------------------------------------------------
@@ -309,7 +315,7 @@ def simulation_summary(sim: Simulation) -> Sequence[tuple[str, str]]:
                      f"tier {inp.resource.tier.name})"),
         ("Action", f"{inp.action.kind}, {inp.action.action_class}"),
         ("Network zone", inp.zone.name + (f" (from {inp.zone.address})" if inp.zone.address else "")),
-        ("Last MFA", "never" if inp.subject.mfa_age is None else f"{int(inp.subject.mfa_age)} s ago"),
+        ("Last MFA", "never" if inp.subject.mfa_age is None else seconds_ago(int(inp.subject.mfa_age))),
         ("Approved grant", "yes" if inp.grant_expires_at else "no"),
         ("Trusted device", "yes" if inp.device.trusted else "no"),
         ("One-time code waiting", "yes" if inp.one_time_mfa else "no"),

@@ -157,3 +157,9 @@ def test_each_resource_offers_as_default_action_what_opening_it_from_my_apps_ask
     assert offered == expected
     assert offered["vault"] == ("desktop.open", "sensitive") and offered["wiki"] == ("http", "read")
     assert 'src="/static/portal/simulator.js"' in html
+
+
+@pytest.mark.parametrize(("mfa_age", "words"), [("1", "1 second ago"), ("60", "60 seconds ago")])
+def test_the_assumed_last_code_reads_as_proper_english(world, mfa_age, words):
+    html = world.post("/manage/simulator/", BASE | {"resource": "wiki", "mfa_age": mfa_age}).content.decode()
+    assert f"<dt>Last MFA</dt><dd>{words}</dd>" in html

@@ -293,3 +293,12 @@ def test_other_features_add_front_page_sections_only_when_they_have_data(auditor
         assert "Live desktop sessions</h2>3 open" in auditor_client.get("/audit/").content.decode()
     finally:
         views._SECTIONS.pop("live")
+
+
+def test_counts_on_the_audit_pages_read_as_proper_english(auditor_client, db):
+    body = auditor_client.get("/audit/events/?action=mfa.verify").content.decode()
+    assert "1 event on this page" in body  # the auditor's own sign-in
+    body = auditor_client.get("/audit/events/").content.decode()
+    assert f"{AuditEvent.objects.count()} events on this page" in body
+    body = auditor_client.get("/audit/").content.decode()
+    assert "0 denials, 0 step-ups asked" in body
