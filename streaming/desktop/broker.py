@@ -157,6 +157,11 @@ def end_session(session_id: uuid.UUID | str, reason: EndReason, message: str, *,
                        "bytes_to_browser": bytes_to_browser, "bytes_from_browser": bytes_from_browser,
                        "duration_seconds": int((session.ended_at - (session.started_at or session.created_at))
                                                .total_seconds())})
+        # Admins watching it lose their view too, whatever ended it (a lock is pushed to the
+        # user's group, which a watcher is not in).
+        transaction.on_commit(functools.partial(
+            push, groups.for_session(session.pk),
+            {"type": "desktop.watched_ended", "message": message[:300], "by": ended_by[:150]}))
         if session.recording_path:
             from streaming.desktop.tasks import schedule_digest
 

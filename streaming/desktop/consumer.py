@@ -620,7 +620,8 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
 
     async def _recheck(self) -> None:
         if self.watch is not None:
-            verdict = await database_sync_to_async(reauthorize_watcher)(self.user.pk, self.session_key)
+            verdict = await database_sync_to_async(reauthorize_watcher)(self.user.pk, self.session_key,
+                                                                        self.stream.pk)
             if verdict.outcome == "end":
                 await self._end(verdict.reason, verdict.message, by=self.pushed_by or "portal")
             self.pushed_by = ""
@@ -655,6 +656,14 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
     async def desktop_kill(self, event: dict[str, Any]) -> None:
         by = str(event.get("by", "an administrator"))[:150]
         await self._end(EndReason.KILLED, f"An administrator ({by}) ended this session.", by=by)
+
+    async def desktop_watched_ended(self, event: dict[str, Any]) -> None:
+        """The session this admin watches ended (lock, kill, sign-out...): the view ends too."""
+        if self.watch is None:
+            return  # the session's own consumer: it ended it
+        message = str(event.get("message", ""))[:300]
+        await self._end(EndReason.TARGET_CLOSED, f"The session you were watching ended: {message}",
+                        by=str(event.get("by", "portal"))[:150] or "portal")
 
     async def desktop_stepped_up(self, event: dict[str, Any]) -> None:
         """The user entered a fresh code on the desktop page (which rotated the session key)."""

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django_otp import DEVICE_ID_SESSION_KEY
 
 from streaming.desktop.access import decide_continue
-from streaming.desktop.models import EndReason
+from streaming.desktop.models import EndReason, StreamSession
 
 __all__ = ["FIXED_OBLIGATIONS", "LIVE_OBLIGATIONS", "Verdict", "reauthorize", "reauthorize_watcher"]
 
@@ -67,8 +67,12 @@ def reauthorize(user_id: int, session_key: str, client_address: str, resource_id
                                          if k in decision.obligations})
 
 
-def reauthorize_watcher(user_id: int, session_key: str) -> Verdict:
-    """An admin's read-only view goes on while they are signed in and still manage sessions."""
+def reauthorize_watcher(user_id: int, session_key: str, stream_id: Any = None) -> Verdict:
+    """An admin's read-only view goes on while they are signed in and still manage sessions,
+    and while the watched session is live."""
+    if stream_id is not None and not StreamSession.objects.filter(
+            pk=stream_id, state=StreamSession.State.LIVE).exists():
+        return Verdict("end", EndReason.TARGET_CLOSED, "The session you were watching has ended.")
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     if user is None:
         return Verdict("end", EndReason.REVOKED, "Your account is locked or no longer exists.")

@@ -148,3 +148,41 @@ async def test_killing_the_watched_session_ends_the_view_too(signed_in, vnc_reso
     assert row.end_reason == "killed"
     watch = await database_sync_to_async(StreamWatch.objects.get)(stream_id=page.session_id)
     assert watch.ended_at is not None
+
+
+async def test_locking_the_watched_user_ends_the_admins_view_within_two_seconds(signed_in, vnc_resource,
+                                                                               employee):
+    import time
+
+    from portal.accounts.lockout import lock_user
+
+    target, page = await open_live(signed_in, vnc_resource)
+    admin = await database_sync_to_async(_admin_client)()
+    tunnel, ticket, _html = await database_sync_to_async(_watch_page)(admin, page.session_id)
+    comm = _watcher(tunnel, ticket, admin.cookies["sessionid"].value)
+    assert (await comm.connect(timeout=10))[0]
+    watcher = Browser(comm)
+    await watcher.until(lambda op, args: op == "sync")
+
+    started = time.monotonic()
+    await database_sync_to_async(lock_user)(employee, by="ada", reason="laptop reported stolen")
+    await target.until_closed(timeout=3)
+    _op, args = await watcher.until(lambda op, args: op == "error", timeout=2)
+    await watcher.until_closed(timeout=2)
+    assert time.monotonic() - started < 2
+    assert args[0].startswith("The session you were watching ended: Access ended")
+    watch = await database_sync_to_async(StreamWatch.objects.get)(stream_id=page.session_id)
+    assert watch.ended_at is not None and watch.end_message == args[0]
+    assert [e.outcome for e in await _events("desktop.watch")] == ["start", "end"]
+
+
+def test_the_periodic_check_ends_a_view_of_a_session_that_is_no_longer_live(vnc_resource, employee):
+    from django.utils import timezone
+
+    from streaming.desktop.reauth import reauthorize_watcher
+
+    ada = UserFactory(username="ada", role="admin")
+    stream = StreamSession.objects.create(user=employee, resource=vnc_resource, tier_name="high",
+                                          state="ended", ended_at=timezone.now())
+    verdict = reauthorize_watcher(ada.pk, "no-such-session", stream.pk)
+    assert verdict.outcome == "end" and "watching has ended" in verdict.message
