@@ -98,11 +98,13 @@ def decode_line(line: bytes) -> AccessEntry:
 
 def journal_directory() -> Path:
     """Where this process keeps journals: one directory per database, so a journal is only
-    ever replayed into the database it was meant for (a test run's never reaches the demo's)."""
+    ever replayed into the database it was meant for (a test run's never reaches the demo's).
+    The database is its engine and name, not its address: a fail-over to another host is
+    still the same database."""
     base = Path(getattr(settings, "PORTAL_PROXY_ACCESS_JOURNAL_DIR", None)
                 or Path(settings.VAR_DIR) / "access-records")
     db = connection.settings_dict
-    key = "|".join(str(db.get(k) or "") for k in ("ENGINE", "NAME", "HOST", "PORT"))
+    key = "|".join(str(db.get(k) or "") for k in ("ENGINE", "NAME"))
     return base / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -197,7 +199,7 @@ class AccessLog:
         self.interval = interval
         self.max_queued = max_queued or DEFAULT_MAX_QUEUED  # settled from settings when started
         self._max_queued_given = max_queued is not None
-        self._directory = directory
+        self._directory = directory  # None: journal_directory(), removed again when left empty
         self._queue: deque[AccessEntry] = deque()
         self._journal: _Journal | None = None
         self._journal_lock = threading.Lock()  # appends, truncation and the hand-over below
@@ -417,7 +419,7 @@ class AccessLog:
             with contextlib.suppress(OSError):
                 journal.sync()
             journal.close(remove=done)
-            if done:
+            if done and self._directory is None:
                 with contextlib.suppress(OSError):  # kept while another process's journal is in it
                     journal.path.parent.rmdir()
             self._journal = None

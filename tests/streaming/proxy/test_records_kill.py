@@ -28,6 +28,6 @@ def _kill_round(*args: str) -> dict:
 
 def test_a_portal_killed_while_its_database_is_stuck_loses_only_the_last_half_second_of_records():
     run = _kill_round("--stall")
-    assert run["answered"] > 200, run  # it was under load
+    assert run["answered"] > 100, run  # it was under load
     assert run["recorded"] > 0, run  # written by the restarted portal, from the dead one's journal
     assert run["oldest_missing_age"] <= 0.5, run
