@@ -51,6 +51,7 @@ from streaming.desktop.guacamole.protocol import (
     encode_utf16,
     to_browser_counting,
 )
+from streaming.desktop.hold import WhileHeld, while_held
 from streaming.desktop.models import EndReason, StreamSession, StreamWatch
 from streaming.desktop.parameters import ParameterError
 from streaming.desktop.reauth import Verdict, reauthorize, reauthorize_watcher
@@ -127,6 +128,11 @@ _CONTROLS = {"clipboard.in": "clipboard_in", "clipboard.out": "clipboard_out",
 _WATCHER_MAY_SEND = frozenset({"sync", "nop", "ack"})
 _WATCHER_OBLIGATIONS = {"clipboard_in": "deny", "clipboard_out": "deny", "file_transfer": "deny",
                         "read_only": True}
+
+_HELD_MESSAGE = "Paused until a fresh code is entered. Try again after entering it."
+# opcode -> (control, direction, index of the name argument)
+_HELD_KINDS = {"clipboard": ("clipboard.in", "in", None), "file": ("file.transfer", "upload", 2),
+               "put": ("file.transfer", "upload", 3), "get": ("file.transfer", "download", 1)}
 
 _CONTROL_WORDS = {"clipboard.in": "Pasting into this desktop", "clipboard.out": "Copying out of this desktop",
                   "file.transfer": "File transfer"}
@@ -247,6 +253,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         self.transfers_out: dict[str, _Transfer] = {}
         self.refused_in: set[str] = set()
         self.refused_out: set[str] = set()
+        self.deferred_acks: dict[str, Instruction] = {}
         self.guacd_error = ""
         self.guacd_error_detail: tuple[str, str] = ("", "")
         user = self.scope.get("user")
@@ -408,9 +415,12 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
             return False
         if self.watch is not None:
             return await self._from_watcher(ins)
+        if self.held_until is not None:
+            fate = while_held(op)
+            if fate is not WhileHeld.FORWARD:
+                await self._while_held(ins, fate)
+                return False
         if op in ("key", "mouse", "touch"):
-            if self.held_until is not None:
-                return False  # input is held until a fresh code is entered
             self.last_input = time.monotonic()
             return True
         if op == "disconnect":
@@ -444,6 +454,43 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
                     del self.transfers_in[stream]
                     await self._audit_transfer(transfer, "allowed")
         return True
+
+    async def _while_held(self, ins: Instruction, fate: WhileHeld) -> None:
+        """Carry out :func:`while_held` for one instruction; nothing here reaches guacd now."""
+        op, args = ins.opcode, ins.args
+        if fate is WhileHeld.DEFER:
+            self.deferred_acks[args[0]] = ins  # the latest per stream; bounded by the stream indexes
+        elif fate is WhileHeld.REFUSE:
+            if op != "get":  # a get opens no stream of the browser's: nothing to acknowledge
+                stream = args[1] if op == "put" else args[0]
+                await self.send(text_data=encode_utf16("ack", stream, _HELD_MESSAGE,
+                                                       Status.CLIENT_UNAUTHORIZED))
+                self.refused_in.add(stream)
+            if op in _HELD_KINDS:
+                kind, direction, name_at = _HELD_KINDS[op]
+                await self._audit(f"desktop.{kind}", "held", {
+                    "direction": direction, "name": args[name_at] if name_at is not None else ""})
+        elif fate is WhileHeld.ABORT:
+            stream = args[0]
+            if stream in self.refused_in:
+                if op == "end":
+                    self.refused_in.discard(stream)
+            elif (transfer := self.transfers_in.pop(stream, None)) is not None:
+                # Cut off mid-stream: guacd keeps what came before the hold and gets no more.
+                self.refused_in.add(stream)
+                if op == "end":
+                    self.refused_in.discard(stream)
+                else:
+                    await self.send(text_data=encode_utf16("ack", stream, _HELD_MESSAGE,
+                                                           Status.CLIENT_UNAUTHORIZED))
+                await self._audit_transfer(transfer, "held")
+
+    def _release_deferred(self) -> None:
+        """After a fresh code: the acks held back go to guacd, so its downloads resume."""
+        acks, self.deferred_acks = self.deferred_acks, {}
+        if acks and self.guacd is not None and not self.ended:
+            self.guacd.queue_text("".join(ins.encode() for ins in acks.values()))
+            self._flush_input()
 
     async def _from_watcher(self, ins: Instruction) -> bool:
         """A watcher's browser: flow control goes on to guacd; input is dropped and audited."""
@@ -640,6 +687,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
             self.held_until = None
             self.last_input = time.monotonic()
             await self._audit("desktop.hold", "released", {})
+            self._release_deferred()
             await self._notice("resumed", message="Code accepted: the session goes on.")
         if verdict.obligations:
             self.obligations.update(verdict.obligations)
