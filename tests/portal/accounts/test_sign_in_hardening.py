@@ -10,6 +10,7 @@ import time
 
 import pytest
 from django.contrib.auth.signals import user_login_failed
+from django.db import connection
 
 from portal.accounts.lockout import lock_user
 from portal.accounts.signin import codes_wait_message, wait_message
@@ -115,8 +116,11 @@ def test_forty_parallel_wrong_passwords_check_at_most_the_limit(transactional_db
 
     def guess(each) -> None:
         start.wait()
-        response = each.post("/accounts/login/", {"username": "target", "password": "wrong-guess"})
-        statuses.append(response.status_code)
+        try:
+            response = each.post("/accounts/login/", {"username": "target", "password": "wrong-guess"})
+            statuses.append(response.status_code)
+        finally:
+            connection.close()  # a server hands it back to the pool; the test client does not
 
     threads = [threading.Thread(target=guess, args=(each,)) for each in clients]
     for thread in threads:
