@@ -3,7 +3,10 @@
 Takes them from the real, running demo portal (``make demo`` first) into docs/screenshots/,
 as ``<page>.png`` (desktop) and ``<page>-phone.png``:
 
-    .venv/bin/python scripts/screenshots.py [https://localhost:8443]
+    .venv/bin/python scripts/screenshots.py [https://localhost:8443] [--no-services]
+
+``--no-services`` leaves out the pages that need the demo's app and desktop services running
+(a portal started without ``make demo``'s Datasette, guacd and targets).
 
 The page list (:data:`PAGES`) and the walk through it (:func:`walk`) are shared with
 tests/e2e/test_pages.py, which visits the same pages and fails on console errors, missing
@@ -145,18 +148,20 @@ def shoot(page: Any, spec: Page, response: Any) -> None:
     print(OUT / f"{spec.name}.png", OUT / f"{spec.name}-phone.png")
 
 
-def main(base: str) -> None:
+def main(base: str, *, services: bool = True) -> None:
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(parents=True, exist_ok=True)
     users = seed_users()
+    pages = [spec for spec in PAGES if services or not spec.needs_services]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            walk(browser, base, users, shoot)
+            walk(browser, base, users, shoot, pages=pages)
         finally:
             browser.close()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "https://localhost:8443")
+    positional = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(positional[0] if positional else "https://localhost:8443", services="--no-services" not in sys.argv)
