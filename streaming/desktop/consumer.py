@@ -55,6 +55,7 @@ from streaming.desktop.hold import WhileHeld, while_held
 from streaming.desktop.models import EndReason, StreamSession, StreamWatch
 from streaming.desktop.parameters import ParameterError
 from streaming.desktop.reauth import Verdict, reauthorize, reauthorize_watcher
+from streaming.desktop.signins import SIGN_IN_KEY, current_session
 from streaming.desktop.vault import VaultError
 
 __all__ = ["DesktopTunnelConsumer", "Status"]
@@ -270,6 +271,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.session_key = session.session_key
+        self.sign_in = str(session.get(SIGN_IN_KEY) or "")  # loaded above; survives a step-up's new key
         xff = headers.get(b"x-forwarded-for", b"").decode("latin-1") or None
         self.client_address = resolve_client_address(peer, xff, settings.PORTAL_TRUSTED_PROXIES)
         query = _query(self.scope)
@@ -536,12 +538,11 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         return allowed
 
     def _decide_control(self, kind: str) -> Any:
-        from importlib import import_module
-
         from streaming.desktop.access import decide_control
 
-        session = import_module(settings.SESSION_ENGINE).SessionStore(self.session_key)
-        return decide_control(self._fresh_user(), session, self.client_address, self.stream.resource_id, kind)
+        user = self._fresh_user()
+        _key, session = current_session(user, self.session_key, self.sign_in)
+        return decide_control(user, session, self.client_address, self.stream.resource_id, kind)
 
     def _fresh_user(self) -> Any:
         return type(self.user).objects.get(pk=self.user.pk)
@@ -668,13 +669,16 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
     async def _recheck(self) -> None:
         if self.watch is not None:
             verdict = await database_sync_to_async(reauthorize_watcher)(self.user.pk, self.session_key,
-                                                                        self.stream.pk)
+                                                                        self.stream.pk, self.sign_in)
+            self.session_key = verdict.session_key or self.session_key
             if verdict.outcome == "end":
                 await self._end(verdict.reason, verdict.message, by=self.pushed_by or "portal")
             self.pushed_by = ""
             return
         verdict: Verdict = await database_sync_to_async(reauthorize)(
-            self.user.pk, self.session_key, self.client_address, self.stream.resource_id, self.obligations)
+            self.user.pk, self.session_key, self.client_address, self.stream.resource_id, self.obligations,
+            self.sign_in)
+        self.session_key = verdict.session_key or self.session_key
         if verdict.outcome == "end":
             await self._end(verdict.reason, verdict.message, by=self.pushed_by or "portal")
         elif verdict.outcome == "step_up":

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-__all__ = ["EndReason", "StreamSession", "StreamWatch", "TargetCredential"]
+__all__ = ["EndReason", "PortalSignIn", "StreamSession", "StreamWatch", "TargetCredential"]
 
 
 class EndReason(models.TextChoices):
@@ -111,3 +111,27 @@ class TargetCredential(models.Model):
 
     def __repr__(self) -> str:
         return f"<TargetCredential resource={self.resource_id}>"
+
+
+class PortalSignIn(models.Model):
+    """Which portal session key one sign-in lives under now.
+
+    A step-up rotates the session key (against fixation); live desktops are bound to the
+    sign-in, kept in the session's data, and follow it here. Sign-out, a lock or a deleted
+    session still end them: the key named here must exist and still carry this sign-in.
+    """
+
+    id = models.CharField(primary_key=True, max_length=64,
+                          help_text="Random id kept in the session's data (signins.SIGN_IN_KEY).")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    session_key = models.CharField(max_length=40, help_text="The key the sign-in was last saved under.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"sign-in of user {self.user_id}"
+
+    def __repr__(self) -> str:
+        return f"<PortalSignIn user={self.user_id}>"  # the session key is a credential: never printed

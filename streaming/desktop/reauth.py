@@ -7,15 +7,14 @@ time, so signing out anywhere, an expired session or a newer MFA are all seen.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import import_module
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django_otp import DEVICE_ID_SESSION_KEY
 
 from streaming.desktop.access import decide_continue
 from streaming.desktop.models import EndReason, StreamSession
+from streaming.desktop.signins import current_session
 
 __all__ = ["FIXED_OBLIGATIONS", "LIVE_OBLIGATIONS", "Verdict", "reauthorize", "reauthorize_watcher"]
 
@@ -33,15 +32,16 @@ class Verdict:
     reason: EndReason = EndReason.REVOKED
     message: str = ""
     obligations: dict[str, Any] = field(default_factory=dict)
+    session_key: str = ""  # the key the portal session lives under now (a step-up rotates it)
 
 
 def reauthorize(user_id: int, session_key: str, client_address: str, resource_id: int,
-                obligations: dict[str, Any]) -> Verdict:
+                obligations: dict[str, Any], sign_in: str = "") -> Verdict:
     """Decide ``desktop.continue`` for this user, portal session and resource, now."""
     user = get_user_model().objects.filter(pk=user_id).first()
     if user is None:
         return Verdict("end", EndReason.REVOKED, "Your account no longer exists.")
-    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    session_key, session = current_session(user, session_key, sign_in)
     signed_in = bool(session_key) and session.exists(session_key) and session.get(DEVICE_ID_SESSION_KEY)
     # A lock also ends the web sessions: say "locked" (the decision's reason), not "signed out".
     if not signed_in and user.is_active:
@@ -53,7 +53,8 @@ def reauthorize(user_id: int, session_key: str, client_address: str, resource_id
     decision, _resource = result
     if decision.outcome == "step_up":
         reason = decision.denial
-        return Verdict("step_up", message=reason.message if reason else "A fresh code is needed.")
+        return Verdict("step_up", message=reason.message if reason else "A fresh code is needed.",
+                       session_key=session_key)
     if not decision.allowed:
         reason = decision.denial
         message = reason.message if reason else "Access was withdrawn."
@@ -64,10 +65,10 @@ def reauthorize(user_id: int, session_key: str, client_address: str, resource_id
                        "The rules for this desktop changed (" + ", ".join(changed).replace("_", " ")
                        + "). Open it again to go on under the new rules.")
     return Verdict("go_on", obligations={k: decision.obligations[k] for k in LIVE_OBLIGATIONS
-                                         if k in decision.obligations})
+                                         if k in decision.obligations}, session_key=session_key)
 
 
-def reauthorize_watcher(user_id: int, session_key: str, stream_id: Any = None) -> Verdict:
+def reauthorize_watcher(user_id: int, session_key: str, stream_id: Any = None, sign_in: str = "") -> Verdict:
     """An admin's read-only view goes on while they are signed in and still manage sessions,
     and while the watched session is live."""
     if stream_id is not None and not StreamSession.objects.filter(
@@ -76,10 +77,10 @@ def reauthorize_watcher(user_id: int, session_key: str, stream_id: Any = None) -
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     if user is None:
         return Verdict("end", EndReason.REVOKED, "Your account is locked or no longer exists.")
-    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    session_key, session = current_session(user, session_key, sign_in)
     if not (bool(session_key) and session.exists(session_key) and session.get(DEVICE_ID_SESSION_KEY)):
         return Verdict("end", EndReason.SIGNED_OUT,
                        "You signed out of the portal (or your sign-in expired), so the view closed.")
     if not user.has_perm("accounts.manage_sessions"):
         return Verdict("end", EndReason.REVOKED, "You may no longer watch live sessions.")
-    return Verdict("go_on")
+    return Verdict("go_on", session_key=session_key)

@@ -10,11 +10,12 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
+from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from streaming.desktop import groups
+from streaming.desktop import groups, signins
 from streaming.desktop.broker import push
 from tiers.models import AccessGrant, Resource, Tier
 
@@ -83,3 +84,9 @@ def _tier_changed(sender: Any, instance: Tier, **kwargs: Any) -> None:
 @receiver(post_delete, sender=AccessGrant)
 def _grant_changed(sender: Any, instance: AccessGrant, **kwargs: Any) -> None:
     recheck_user(instance.user_id, "access grant changed")
+
+
+@receiver(post_save, sender=Session)
+def _session_saved(sender: Any, instance: Session, **kwargs: Any) -> None:
+    """A rotated session key (step-up) carries the sign-in: live desktops follow it there."""
+    signins.follow(instance.session_key, instance.get_decoded())

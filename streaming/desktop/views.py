@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from portal.accounts import mfa
 from portal.audit.chain import record_request
-from streaming.desktop import access, broker, groups
+from streaming.desktop import access, broker, groups, signins
 from streaming.desktop.models import StreamSession
 
 __all__ = ["desktop_view", "kill_view", "live_sessions_view", "step_up_view", "watch_view"]
@@ -38,6 +38,7 @@ def desktop_view(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "desktop/denied.html",
                       {"resource": resource, "reasons": decision.reasons, "denial": decision.denial},
                       status=403)
+    signins.bind(request.session, request.user)  # the tunnel follows this sign-in across step-ups
     stream, ticket = broker.issue_session(request.user, resource, dict(decision.obligations),
                                          request.client_address)
     return render(request, "desktop/session.html", {
@@ -99,6 +100,7 @@ def watch_view(request: HttpRequest, session_id: str) -> HttpResponse:
                                state=StreamSession.State.LIVE)
     if not stream.guacd_connection_id:
         raise Http404("The session is not connected yet")
+    signins.bind(request.session, request.user)
     watch, ticket = broker.issue_watch(stream, request.user, request.client_address)
     return render(request, "desktop/session.html", {
         "resource": stream.resource, "stream": stream, "ticket": ticket, "watching": stream.user,
