@@ -13,9 +13,10 @@ django_asgi_app = get_asgi_application()
 
 from portal.audit.scheduler import with_embedded_scheduler  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
-from streaming.proxy.asgi import ProxyDispatch  # noqa: E402
+from streaming.proxy.asgi import ProxyDispatch, WebSocketDispatch  # noqa: E402
 
-# /apps/ bypasses Django's request handling so bodies stream (docs/decisions/0005).
+# /apps/ and every app origin bypass Django's request handling so bodies stream
+# (docs/decisions/0005, 0019).
 http_app = ProxyDispatch(django_asgi_app)
 
 application = ProtocolTypeRouter(
@@ -23,8 +24,10 @@ application = ProtocolTypeRouter(
         "http": http_app,
         # Without a broker no beat runs: the lifespan starts the audit jobs in-process.
         "lifespan": with_embedded_scheduler(http_app.lifespan),
-        "websocket": AllowedHostsOriginValidator(
+        # A socket to an app's own origin goes to the proxy whatever its path; the portal's
+        # own routes (the desktop tunnel) answer on the portal's origin only.
+        "websocket": WebSocketDispatch(AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        )),
     }
 )

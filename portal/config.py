@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,8 @@ class Config:
     guacd_tls: bool = False
     guacd_ca_file: Path | None = None
     proxy_ca_file: Path | None = None
+    apps_domain: str = "apps.localhost"
+    portal_url: str | None = None
 
 
 def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
@@ -141,6 +144,28 @@ def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None
     if raw is not None and (raw.partition("://")[0] not in schemes or not raw.partition("://")[2]):
         raise ConfigError(f"{name} must look like {schemes[0]}://host:port... (got {raw!r})")
     return raw
+
+
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"^(?=.{{1,200}}$){_LABEL}(\.{_LABEL})*$")
+
+
+def _apps_domain(env: dict[str, str]) -> str:
+    """PORTAL_APPS_DOMAIN: the parent domain of the app origins ("" turns host mode off)."""
+    raw = _read(env, "PORTAL_APPS_DOMAIN")
+    if raw is None:
+        return "apps.localhost"
+    domain = raw.strip().lower().removesuffix(".")
+    if domain and not _DOMAIN.match(domain):
+        raise ConfigError(f"PORTAL_APPS_DOMAIN must be a DNS name such as apps.example.com (got {raw!r})")
+    return domain
+
+
+def _portal_url(env: dict[str, str]) -> str | None:
+    raw = (_url(env, "PORTAL_URL", ("https", "http")) or "").rstrip("/")
+    if raw and "/" in raw.partition("://")[2]:
+        raise ConfigError(f"PORTAL_URL is an origin only, such as https://portal.example.com (got {raw!r})")
+    return raw or None
 
 
 def _ca_file(env: dict[str, str], name: str) -> Path | None:
@@ -182,6 +207,8 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         guacd_tls=_flag(env, "GUACD_TLS"),
         guacd_ca_file=_ca_file(env, "GUACD_CA_FILE"),
         proxy_ca_file=_ca_file(env, "PORTAL_PROXY_CA_FILE"),
+        apps_domain=_apps_domain(env),
+        portal_url=_portal_url(env),
     )
 
 

@@ -192,6 +192,10 @@ SECURE_CSP = {
     "frame-ancestors": [CSP.NONE],
     "form-action": [CSP.SELF],
 }
+if CONFIG.apps_domain:
+    # After a step-up the browser is redirected on to the app's own origin; Chromium applies
+    # form-action to every redirect that follows a form post.
+    SECURE_CSP["form-action"].append(f"https://*.{CONFIG.apps_domain}:*")
 SILENCED_SYSTEM_CHECKS = [
     # HSTS preload is an operator's decision (it is hard to undo), not a safe default.
     "security.W021",
@@ -307,7 +311,13 @@ INSTALLED_APPS += ["streaming.proxy"]
 # Replicas share it (a mounted secret volume); `manage.py rotate_signing_key` rotates.
 PORTAL_ASSERTION_KEYS_DIR = CONFIG.assertion_keys_dir
 PORTAL_ASSERTION_LIFETIME = 120  # seconds; the code caps it at 300
-PORTAL_ASSERTION_ISSUER: str | None = None  # None: https://<host the request came to>
+PORTAL_ASSERTION_ISSUER: str | None = None  # None: the portal's origin (PORTAL_URL, or as reached)
+# Host mode: each web app on its own origin https://<slug>.<PORTAL_APPS_DOMAIN> ("" = path mode,
+# /apps/<slug>/ on the portal's origin in an opaque-origin sandbox; docs/decisions/0019).
+PORTAL_APPS_DOMAIN = CONFIG.apps_domain
+# The portal's own origin, where app origins send a browser to sign in (None: https://<first
+# allowed host>:<the port the request came to>).
+PORTAL_URL = CONFIG.portal_url
 PORTAL_PROXY_CONNECT_TIMEOUT = 5.0
 PORTAL_PROXY_READ_TIMEOUT = 60.0  # also the write timeout: a stalled upstream is cut off
 PORTAL_PROXY_CA_FILE = CONFIG.proxy_ca_file  # CA bundle for https/wss upstreams (None: system trust store)

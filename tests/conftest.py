@@ -42,6 +42,16 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _path_mode_unless_asked(request, settings):
+    """Most proxy tests speak ``/apps/<slug>/`` on the portal's origin (path mode); tests of
+    one origin per app (host mode, the default outside tests) mark themselves ``host_mode``."""
+    if request.node.get_closest_marker("host_mode") is None:
+        settings.PORTAL_APPS_DOMAIN = ""
+    else:
+        settings.PORTAL_APPS_DOMAIN = "apps.localhost"
+
+
+@pytest.fixture(autouse=True)
 def _clean_cache():
     """Throttle counters live in the cache (Redis in CI): no test inherits another's."""
     cache.clear()

@@ -16,10 +16,10 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -31,7 +31,7 @@ from django.test.signals import setting_changed
 
 from portal.health import DEPENDENCY_ERRORS
 from portal.network import is_trusted, resolve_client_address
-from streaming.proxy import pending
+from streaming.proxy import handoff, pending
 from streaming.proxy.access import Admission, GateRequest, Verdict, admit, admit_from_memory, hold_for_step_up
 from streaming.proxy.admission_cache import admission_cache
 from streaming.proxy.headers import (
@@ -43,6 +43,7 @@ from streaming.proxy.headers import (
     same_origin,
     upstream_request_headers,
 )
+from streaming.proxy.origins import RESERVED_PREFIX, app_origin, app_slug_for_host, split_host
 from streaming.proxy.paths import PathError, ProxyPath, parse_target
 from streaming.proxy.ratelimit import limiter
 from streaming.proxy.records import AccessEntry, access_log
@@ -54,7 +55,7 @@ from streaming.proxy.upstream import (
     upstream_for,
 )
 
-__all__ = ["ProxyApp"]
+__all__ = ["APP_SLUG", "ProxyApp", "app_slug_of"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -64,6 +65,12 @@ logger = logging.getLogger(__name__)
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _BODYLESS_STATUS = {204, 304}
 _HEADER_TABLE = "portal.headers"  # scope key of the request's header table (see _header)
+APP_SLUG = "portal.app_slug"  # scope key: the app whose own origin the request came to
+# Path mode only: the app's pages run in an opaque origin, so nothing they run can read or
+# drive the portal's pages on the same host (docs/decisions/0019). No allow-same-origin.
+_SANDBOX = (b"content-security-policy",
+            b"sandbox allow-forms allow-scripts allow-popups allow-popups-to-escape-sandbox "
+            b"allow-modals allow-downloads allow-top-navigation-by-user-activation")
 
 
 class _ClientGone(Exception):
@@ -85,6 +92,7 @@ class _Exchange:
         self.decision = "error"
         self.bytes_in = 0
         self.bytes_out = 0
+        self.portal_origin = ""  # on an app's origin: where the portal's own pages are
 
     def entry(self) -> AccessEntry:
         return AccessEntry(
@@ -116,9 +124,12 @@ class _Conf:
     ssl_redirect: bool
     issuer: str
     session_cookie: str
-    portal_cookies: tuple[str, str]
+    portal_cookies: tuple[str, ...]
     chunk_bytes: int
     security_headers: tuple[tuple[bytes, bytes], ...]
+    apps_domain: str  # "" in path mode
+    portal_url: str | None
+    portal_host: str  # the first allowed host: the portal's name when PORTAL_URL is unset
     valid_hosts: dict[str, bool]  # memo of host_allowed per Host header
     trusted_peers: dict[str, bool]  # memo of is_trusted per peer address
 
@@ -137,12 +148,26 @@ class _Conf:
             ssl_redirect=bool(settings.SECURE_SSL_REDIRECT),
             issuer=settings.PORTAL_ASSERTION_ISSUER or "",
             session_cookie=settings.SESSION_COOKIE_NAME,
-            portal_cookies=(settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME),
+            # Every cookie of the portal's own: never forwarded to an app, never set by one.
+            portal_cookies=(settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME,
+                            settings.LANGUAGE_COOKIE_NAME, "messages", handoff.APP_COOKIE,
+                            handoff.STATE_COOKIE),
             chunk_bytes=int(settings.PORTAL_PROXY_CHUNK_BYTES),
             security_headers=tuple(hsts),
+            apps_domain=settings.PORTAL_APPS_DOMAIN or "",
+            portal_url=settings.PORTAL_URL,
+            portal_host=next((h for h in settings.ALLOWED_HOSTS if h and h[0] not in ".*"), "localhost"),
             valid_hosts={},
             trusted_peers={},
         )
+
+    def portal_origin(self, scheme: str, host: str) -> str:
+        """Where the portal itself answers, seen from a request that came to ``host``."""
+        if self.portal_url:
+            return self.portal_url
+        _domain, port = split_host(host)
+        suffix = f":{port}" if port and port != {"http": "80", "https": "443"}.get(scheme) else ""
+        return f"{scheme}://{self.portal_host}{suffix}"
 
     def peer_trusted(self, peer: str) -> bool:
         """Whether ``peer`` is one of the trusted proxies (remembered per address)."""
@@ -222,9 +247,13 @@ class ProxyApp:
     async def _handle(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         raw_path = scope.get("raw_path", b"").decode("latin-1") or quote(scope["path"])
         query = scope.get("query_string", b"").decode("latin-1")
+        app_slug: str | None = scope.get(APP_SLUG)
         try:
             length = check_request_headers(scope["headers"])
-            target = parse_target(raw_path, query)
+            if app_slug is not None and not raw_path.startswith("/"):
+                raise PathError("the request target is not a path")
+            # On an app's own origin the whole path is the app's: vetted exactly as under /apps/.
+            target = parse_target(f"/apps/{app_slug}{raw_path}" if app_slug else raw_path, query)
             if target is None:
                 raise PathError("not under /apps/")
         except (HeaderError, PathError) as exc:
@@ -242,15 +271,28 @@ class ProxyApp:
             ex.client_address = resolve_client_address(peer, _header(scope, b"x-forwarded-for"), trusted)
             if (_header(scope, b"x-forwarded-proto") or "").strip().lower() == "https":
                 scheme = "https"
-        if not conf.host_allowed(host):
+        if app_slug is not None:
+            ex.portal_origin = conf.portal_origin(scheme, host)
+        if app_slug is None and not conf.host_allowed(host):
             await self._page(send, ex, 400, "proxy/bad_request.html", decision="bad_request",
                              problem="unknown host")
             return
         if scheme != "https" and conf.ssl_redirect:
-            await self._redirect(send, ex, f"https://{host}{target.portal_path}", 301, "redirect")
+            where = (raw_path + (f"?{query}" if query else "")) if app_slug else target.portal_path
+            await self._redirect(send, ex, f"https://{host}{where}", 301, "redirect")
+            return
+        if app_slug is None and conf.apps_domain:
+            # Host mode: the portal's origin never serves an app's bytes; old links move on.
+            origin = app_origin(target.slug, conf.apps_domain, scheme=scheme, port=split_host(host)[1])
+            where = (target.upstream_path or "/") + (f"?{query}" if query else "")
+            await self._redirect(send, ex, origin + where, 302 if ex.method in _SAFE else 308, "redirect")
             return
         if not target.upstream_path:
             await self._redirect(send, ex, target.prefix + (f"?{query}" if query else ""), 301, "redirect")
+            return
+        if app_slug is not None and target.upstream_path.startswith(RESERVED_PREFIX) \
+                and not target.upstream_path.startswith(pending.REPLAY_PREFIX):
+            await self._reserved(scope, send, ex, target, query, scheme=scheme, host=host)
             return
         if ex.method not in _SAFE and not same_origin(_header(scope, b"origin"),
                                                       _header(scope, b"sec-fetch-site"),
@@ -269,11 +311,14 @@ class ProxyApp:
                 return
             replay_token = target.upstream_path[len(pending.REPLAY_PREFIX):]
 
+        if app_slug is not None:
+            session_key = await self._app_session_key(scope, app_slug)
+        else:
+            session_key = _session_key(scope)
         req = GateRequest(
             slug=target.slug, method=ex.method, path=target.path, portal_path=target.portal_path,
-            session_key=_session_key(scope), client_address=ex.client_address,
-            request_id=ex.request_id, issuer=conf.issuer or f"https://{host}",
-            replay_token=replay_token)
+            session_key=session_key, client_address=ex.client_address, request_id=ex.request_id,
+            issuer=conf.issuer or ex.portal_origin or f"https://{host}", replay_token=replay_token)
         admission = admit_from_memory(req)
         bucket = admission.bucket if admission is not None else None
         if bucket is not None and await limiter().atake(*bucket):
@@ -283,9 +328,14 @@ class ProxyApp:
         ex.actor = admission.actor
         ex.decision = str(admission.verdict)
 
+        if ex.portal_origin and admission.location.startswith("/"):
+            # Sign-in and step-up pages live on the portal's origin, not the app's.
+            admission = replace(admission, location=ex.portal_origin + admission.location)
         if admission.verdict is Verdict.ALLOW:
             await self._forward(scope, receive, send, ex, target, admission, length,
                                 scheme=scheme, host=host)
+        elif admission.verdict in (Verdict.LOGIN, Verdict.MFA) and app_slug is not None:
+            await self._start_handoff(scope, send, ex, target, query, scheme=scheme, host=host)
         elif admission.verdict in (Verdict.LOGIN, Verdict.MFA):
             if _wants_json(scope):
                 await self._json(send, ex, 401, {"error": str(admission.verdict),
@@ -332,6 +382,8 @@ class ProxyApp:
         held = pending.HeldRequest(ex.method, target.upstream_path, target.path, target.query, kept,
                                    bytes(body))
         location = await self._hold(req, admission, held)
+        if ex.portal_origin:
+            location = ex.portal_origin + location
         await self._redirect(send, ex, location, 303)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange,
@@ -351,7 +403,7 @@ class ProxyApp:
                        if held else scope["headers"])
         headers = upstream_request_headers(
             raw_headers, assertion=admission.assertion, client_address=ex.client_address,
-            proto=scheme, host=host, prefix=target.prefix.rstrip("/"),
+            proto=scheme, host=host, prefix=_public_prefix(scope, target).rstrip("/"),
             portal_cookies=_conf().portal_cookies)
         headers.append(("x-request-id", ex.request_id))
         content: bytes | AsyncIterator[bytes] | None
@@ -384,10 +436,12 @@ class ProxyApp:
     async def _relay(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange,
                      response: UpstreamResponse, upstream: Upstream, target: ProxyPath) -> None:
         conf = _conf()
-        rewrite = ResponseRewrite(upstream.origin, upstream.base_path, target.prefix,
+        rewrite = ResponseRewrite(upstream.origin, upstream.base_path, _public_prefix(scope, target),
                                   frozenset(conf.portal_cookies))
         headers = response_headers(response.raw_headers, rewrite)
         headers += _security_headers(ex)
+        if scope.get(APP_SLUG) is None:
+            headers.append(_SANDBOX)
         ex.status = response.status
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         if ex.method == "HEAD" or response.status in _BODYLESS_STATUS:
@@ -416,6 +470,61 @@ class ProxyApp:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
 
+    # --- an app's own origin: its session, handed over by the portal ------------------
+
+    async def _app_session_key(self, scope: Scope, slug: str) -> str | None:
+        token = _cookie(scope, handoff.APP_COOKIE)
+        known = handoff.remembered_session_key(token, slug)
+        if known is not False:
+            return known or None
+        return await database_sync_to_async(handoff.app_session_key, thread_sensitive=False)(token, slug)
+
+    async def _start_handoff(self, scope: Scope, send: Send, ex: _Exchange, target: ProxyPath,
+                             query: str, *, scheme: str, host: str) -> None:
+        """No app session (or its portal session is over): ask the portal for one."""
+        state = handoff.new_state()
+        back = handoff.safe_next((target.upstream_path or "/") + (f"?{query}" if query else ""))
+        location = (f"{ex.portal_origin}/handoff/{target.slug}/?"
+                    + urlencode({"state": state, "next": back}))
+        ex.decision = "login"
+        cookie = (f"{handoff.STATE_COOKIE}={state}; Path=/; Secure; HttpOnly; SameSite=Lax; "
+                  f"Max-Age={handoff.STATE_SECONDS}")
+        if _wants_json(scope):
+            await self._raw(send, ex, 401, json.dumps({"error": "login", "location": location}).encode(),
+                            [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+                             (b"set-cookie", cookie.encode())])
+            return
+        await self._raw(send, ex, 302 if ex.method in _SAFE else 303, b"", [
+            (b"location", location.encode("latin-1")), (b"cache-control", b"no-store"),
+            (b"set-cookie", cookie.encode())])
+
+    async def _reserved(self, scope: Scope, send: Send, ex: _Exchange, target: ProxyPath,
+                        query: str, *, scheme: str, host: str) -> None:
+        """``/.portal/...`` on an app's origin: answered here, never forwarded."""
+        if target.upstream_path != f"{RESERVED_PREFIX}callback" or ex.method != "GET":
+            await self._page(send, ex, 404, "errors/404.html", decision="not_found")
+            return
+        params = parse_qs(query)
+        code = (params.get("code") or [""])[0]
+        redeem = database_sync_to_async(handoff.redeem_code, thread_sensitive=False)
+        redeemed = await redeem(code, slug=target.slug, state=_cookie(scope, handoff.STATE_COOKIE))
+        if redeemed is None:
+            await self._page(send, ex, 400, "proxy/bad_request.html", decision="bad_request",
+                             problem="this sign-in link for the app was already used, has expired, "
+                                     "or was opened in another browser",
+                             retry_url=app_origin(target.slug, _conf().apps_domain, scheme=scheme,
+                                                  port=split_host(host)[1]) + "/")
+            return
+        token = await database_sync_to_async(handoff.open_app_session, thread_sensitive=False)(redeemed)
+        ex.decision = "allow"
+        await self._raw(send, ex, 303, b"", [
+            (b"location", handoff.safe_next((params.get("next") or ["/"])[0]).encode("latin-1")),
+            (b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer"),
+            (b"set-cookie", f"{handoff.APP_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Lax"
+                            .encode()),
+            (b"set-cookie", f"{handoff.STATE_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; "
+                            "Max-Age=0".encode())])
+
     # --- small responses -------------------------------------------------------------
 
     async def _redirect(self, send: Send, ex: _Exchange, location: str, status: int,
@@ -435,7 +544,9 @@ class ProxyApp:
         if decision:
             ex.decision = decision
         context.update(request=SimpleNamespace(request_id=ex.request_id, path=ex.path),
-                       request_id=ex.request_id)
+                       request_id=ex.request_id,
+                       # on an app's origin the page's links and styles are the portal's
+                       portal_base=f"{ex.portal_origin}/" if ex.portal_origin else "")
         body = render_to_string(template, context).encode()
         await self._raw(send, ex, status, body, [(b"content-type", b"text/html; charset=utf-8"),
                                                  (b"cache-control", b"no-store"),
@@ -455,12 +566,27 @@ def _security_headers(ex: _Exchange) -> list[tuple[bytes, bytes]]:
     return [(b"x-request-id", ex.request_id.encode()), *_conf().security_headers]
 
 
-def _session_key(scope: Scope) -> str | None:
+def _cookie(scope: Scope, name: str) -> str | None:
     raw = _header(scope, b"cookie")
     if not raw:
         return None
     # Django's own parser, so the proxy and the portal's pages agree on which cookie counts.
-    return parse_cookie(raw).get(_conf().session_cookie) or None
+    return parse_cookie(raw).get(name) or None
+
+
+def _session_key(scope: Scope) -> str | None:
+    """The portal session cookie (path mode: the app shares the portal's origin)."""
+    return _cookie(scope, _conf().session_cookie)
+
+
+def _public_prefix(scope: Scope, target: ProxyPath) -> str:
+    """Where the app's paths start as the browser sees them: ``/`` on its own origin."""
+    return "/" if scope.get(APP_SLUG) is not None else target.prefix
+
+
+def app_slug_of(scope: Scope) -> str | None:
+    """The app whose own origin ``scope``'s Host names (None: the portal's origin)."""
+    return app_slug_for_host(_header(scope, b"host") or "", _conf().apps_domain)
 
 
 def _wants_json(scope: Scope) -> bool:

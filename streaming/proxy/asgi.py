@@ -1,7 +1,9 @@
 """Mounting the proxy in the portal's one ASGI application.
 
-``/apps/...`` goes to :class:`streaming.proxy.app.ProxyApp` (streaming bodies, one thread hop
-per decision); everything else goes to Django. The lifespan closes the upstream pools and
+A request to an app's own origin (``<slug>.<PORTAL_APPS_DOMAIN>``, whatever its path) and
+``/apps/...`` on the portal's origin go to :class:`streaming.proxy.app.ProxyApp` (streaming
+bodies, one thread hop per decision); everything else goes to Django, which therefore never
+answers on an app's origin. The lifespan closes the upstream pools and
 writes the last access records on a normal shutdown.
 """
 
@@ -10,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from streaming.proxy.app import ProxyApp, Receive, Scope, Send
+from streaming.proxy.app import APP_SLUG, ProxyApp, Receive, Scope, Send, app_slug_of
 from streaming.proxy.records import access_log
 
-__all__ = ["ProxyDispatch"]
+__all__ = ["ProxyDispatch", "WebSocketDispatch"]
 
 
 class ProxyDispatch:
@@ -26,6 +28,11 @@ class ProxyDispatch:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.lifespan(scope, receive, send)
+            return
+        slug = app_slug_of(scope)
+        if slug is not None:
+            scope[APP_SLUG] = slug
+            await self.proxy(scope, receive, send)
             return
         raw = scope.get("raw_path") or b""
         path = scope.get("path", "")
@@ -45,3 +52,21 @@ class ProxyDispatch:
                 await asyncio.to_thread(access_log.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class WebSocketDispatch:
+    """A WebSocket to an app's own origin to the proxy; the rest to ``portal_app``."""
+
+    def __init__(self, portal_app: Any) -> None:
+        from streaming.proxy.websocket import WebSocketProxy
+
+        self.portal_app = portal_app
+        self.proxy = WebSocketProxy()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        slug = app_slug_of(scope)
+        if slug is not None:
+            scope[APP_SLUG] = slug
+            await self.proxy(scope, receive, send)
+            return
+        await self.portal_app(scope, receive, send)

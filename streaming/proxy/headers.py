@@ -142,6 +142,10 @@ def upstream_request_headers(
         name = raw_name.decode("latin-1").lower()
         if name in hop or name in named_by_connection or name == "host" or _is_identity(name):
             continue
+        if "_" in name:
+            # WSGI and CGI servers turn "X-Remote_User" into HTTP_X_REMOTE_USER, the very
+            # variable "X-Remote-User" would set: no underscore name reaches an upstream.
+            continue
         value = raw_value.decode("latin-1")
         if name == "cookie":
             cookies.append(value)
@@ -156,8 +160,9 @@ def upstream_request_headers(
         ("x-forwarded-for", client_address),
         ("x-forwarded-proto", proto),
         ("x-forwarded-host", host),
-        ("x-forwarded-prefix", prefix),
     ]
+    if prefix:  # path mode only: on its own origin the app starts at "/"
+        out.append(("x-forwarded-prefix", prefix))
     return out
 
 

@@ -47,13 +47,25 @@ from portal.network import is_trusted, resolve_client_address
 from streaming.proxy import pending
 from streaming.proxy.access import Admission, GateRequest, Verdict, admit
 from streaming.proxy.admission_cache import admission_cache
-from streaming.proxy.app import Receive, Scope, Send, _header, _session_key
+from streaming.proxy.app import (
+    APP_SLUG,
+    Receive,
+    Scope,
+    Send,
+    _conf,
+    _cookie,
+    _header,
+    _public_prefix,
+    _session_key,
+)
+from streaming.proxy.handoff import APP_COOKIE, app_session_key
 from streaming.proxy.headers import (
     HeaderError,
     check_request_headers,
     same_origin,
     upstream_request_headers,
 )
+from streaming.proxy.origins import RESERVED_PREFIX
 from streaming.proxy.paths import PathError, parse_target
 from streaming.proxy.records import AccessEntry, access_log
 from streaming.proxy.upstream import Upstream, UpstreamError, upstream_tls
@@ -183,13 +195,16 @@ class WebSocketProxy:
     async def _handle(self, scope: Scope, receive: Receive, send: Send, ws: _Socket) -> None:
         raw_path = scope.get("raw_path", b"").decode("latin-1")
         query = scope.get("query_string", b"").decode("latin-1")
+        app_slug: str | None = scope.get(APP_SLUG)
         try:
             check_request_headers(scope["headers"])
-            target = parse_target(raw_path, query)
+            if app_slug is not None and not raw_path.startswith("/"):
+                raise PathError("the request target is not a path")
+            target = parse_target(f"/apps/{app_slug}{raw_path}" if app_slug else raw_path, query)
             if target is None or not target.upstream_path:
                 raise PathError("not a path inside an app")
-            if target.upstream_path.startswith(pending.REPLAY_PREFIX):
-                raise PathError("replay links are not WebSockets")
+            if target.upstream_path.startswith((pending.REPLAY_PREFIX, RESERVED_PREFIX)):
+                raise PathError("the portal's own paths are not WebSockets")
         except (HeaderError, PathError):
             await self._reject(send, ws, 400, "bad_request")
             return
@@ -206,7 +221,10 @@ class WebSocketProxy:
                 scheme = "https"
         domain, _port = split_domain_port(host)
         allowed = settings.ALLOWED_HOSTS + (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
-        if not domain or not validate_host(domain, allowed):
+        if app_slug is None and settings.PORTAL_APPS_DOMAIN:
+            await self._reject(send, ws, 404, "not_found")  # apps answer on their own origins only
+            return
+        if app_slug is None and (not domain or not validate_host(domain, allowed)):
             await self._reject(send, ws, 400, "bad_request")
             return
         if scheme != "https" and settings.SECURE_SSL_REDIRECT:
@@ -219,10 +237,17 @@ class WebSocketProxy:
             await self._reject(send, ws, 403, "deny")
             return
 
+        conf = _conf()
+        if app_slug is not None:
+            session_key = await database_sync_to_async(app_session_key, thread_sensitive=False)(
+                _cookie(scope, APP_COOKIE), app_slug)
+            issuer = conf.issuer or conf.portal_origin(scheme, host)
+        else:
+            session_key, issuer = _session_key(scope), conf.issuer or f"https://{host}"
         req = GateRequest(
             slug=target.slug, method="GET", path=target.path, portal_path=target.portal_path,
-            session_key=_session_key(scope), client_address=ws.client_address,
-            request_id=ws.request_id, issuer=settings.PORTAL_ASSERTION_ISSUER or f"https://{host}")
+            session_key=session_key, client_address=ws.client_address,
+            request_id=ws.request_id, issuer=issuer)
         admission = await self._gate(req)
         ws.actor = admission.actor
         ws.decision = str(admission.verdict)
@@ -240,8 +265,8 @@ class WebSocketProxy:
         headers = upstream_request_headers(
             [(k, v) for k, v in scope["headers"] if k.lower().decode("latin-1") not in _HANDSHAKE],
             assertion=admission.assertion, client_address=ws.client_address, proto=scheme,
-            host=host, prefix=target.prefix.rstrip("/"),
-            portal_cookies=(settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME))
+            host=host, prefix=_public_prefix(scope, target).rstrip("/"),
+            portal_cookies=conf.portal_cookies)
         headers.append(("x-request-id", ws.request_id))
         url = _ws_url(upstream, target.upstream_path, query)
         try:

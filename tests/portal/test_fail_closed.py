@@ -23,7 +23,7 @@ def fetch(url: str) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-@pytest.mark.parametrize("path", ["/", "/accounts/login/", "/apps/wiki/", "/audit/"])
+@pytest.mark.parametrize("path", ["/", "/accounts/login/", "/audit/"])
 def test_database_down_answers_503_with_a_clear_page(path):
     dead = f"postgres://postgres@127.0.0.1:{free_port()}/nowhere"
     with run_portal({"DATABASE_URL": dead}) as base:
@@ -33,6 +33,26 @@ def test_database_down_answers_503_with_a_clear_page(path):
         assert "allows nothing rather than guess" in body
         ready_status, ready = fetch(base + "/readyz")
         assert ready_status == 503 and '"database"' in ready
+
+
+def test_database_down_an_app_origin_sends_the_browser_to_a_portal_that_allows_nothing():
+    import http.client
+    from urllib.parse import urlsplit
+
+    dead = f"postgres://postgres@127.0.0.1:{free_port()}/nowhere"
+    with run_portal({"DATABASE_URL": dead}) as base:
+        port = urlsplit(base).port
+        context = ssl.create_default_context(cafile=str(TLS_DIR / "ca.pem"))
+        context.check_hostname = False
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+        conn.request("GET", "/", headers={"Host": f"wiki.apps.localhost:{port}",
+                                          "Cookie": "__Host-portal-app=" + "x" * 43})
+        response = conn.getresponse()
+        assert response.status == 302  # no app session: to the portal, never to the app
+        location = response.getheader("location")
+        assert location.startswith(f"{base}/handoff/wiki/")
+        status, body = fetch(location)
+        assert status == 503 and "Access is paused" in body
 
 
 def test_redis_down_answers_503_on_sign_in():

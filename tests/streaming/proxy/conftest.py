@@ -29,6 +29,13 @@ def datasette_upstream(tmp_path_factory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
+def datasette_root_upstream(tmp_path_factory) -> Iterator[Server]:
+    """Datasette at the root of its origin, as an app is served in host mode."""
+    with run_datasette(tmp_path_factory.mktemp("datasette-root"), "/") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def portal_url(django_db_setup, tmp_path_factory) -> Iterator[str]:
     with portal_in_thread(tmp_path_factory.mktemp("tls")) as url:
         yield url

@@ -104,7 +104,8 @@ def test_ambiguous_framing_and_hop_by_hop_abuse_get_400(catalog, browser_for, wo
     before = _hits(browser_for, echo_upstream)
     status, _ = raw_request(portal_url, b"POST /apps/echo/notes HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                             b"Cookie: " + cookie + b"\r\n" + headers + b"\r\n0\r\n\r\n")
-    assert status == 400
+    # 120 fields are over the server's field limit: 431 before the proxy reads them.
+    assert status == (431 if headers.count(b"\r\n") > 100 else 400)
     assert _hits(browser_for, echo_upstream) == before
 
 
