@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PREFIX = "/apps/records-bench/"
-_TOKEN = re.compile(r"rk-(\d+-\d+)")  # the request's own mark, wherever the record keeps the path
+_TOKEN = re.compile(r"rk-(\d+-\d+-\d+)")  # the request's own mark, wherever the record keeps the path
 
 
 @dataclass
@@ -181,8 +181,8 @@ class Portal:
                 self.process.wait()
 
 
-def _load(port: int, connections: int,
-          stop: threading.Event) -> tuple[dict[str, float], list[threading.Thread]]:
+def _load(port: int, connections: int, stop: threading.Event,
+          mark: int) -> tuple[dict[str, float], list[threading.Thread]]:
     """Clients that request unique paths until ``stop``; what each answer was, and when."""
     import httpx
 
@@ -193,7 +193,7 @@ def _load(port: int, connections: int,
                           timeout=10) as http:
             i = 0
             while not stop.is_set():
-                token = f"{number}-{i}"
+                token = f"{mark}-{number}-{i}"  # unique across rounds on one database
                 i += 1
                 try:
                     http.get(f"{PREFIX}rk-{token}")
@@ -207,7 +207,7 @@ def _load(port: int, connections: int,
     return answered, threads
 
 
-def kill_round(db: Database, *, connections: int, seconds: float, stall: bool) -> KillRound:
+def kill_round(db: Database, *, connections: int, seconds: float, stall: bool, mark: int = 0) -> KillRound:
     """Load a portal, kill -9 it, restart it, and count what the database holds."""
     portal = Portal(db, _free_port())
     portal.start()
@@ -217,7 +217,7 @@ def kill_round(db: Database, *, connections: int, seconds: float, stall: bool) -
         if lock is not None:
             lock.__enter__()
         try:
-            answered, threads = _load(portal.port, connections, stop)
+            answered, threads = _load(portal.port, connections, stop, mark)
             started = time.monotonic()
             time.sleep(seconds)
             killed = portal.kill()
@@ -260,8 +260,8 @@ def main() -> None:
     db = Database(os.environ.get("DATABASE_URL") or "", scratch)
     try:
         db.migrate()
-        rounds = [kill_round(db, connections=args.connections, seconds=args.seconds, stall=args.stall)
-                  for _ in range(args.rounds)]
+        rounds = [kill_round(db, connections=args.connections, seconds=args.seconds, stall=args.stall,
+                             mark=n) for n in range(args.rounds)]
     finally:
         db.drop()
         shutil.rmtree(scratch, ignore_errors=True)
