@@ -109,7 +109,9 @@ def confirm_enrolment(user: AbstractBaseUser, token: str) -> VerifyResult:
 def verify_second_factor(user: AbstractBaseUser, token: str) -> VerifyResult:
     """Check a TOTP code or a backup code. Row locks stop two checks racing on one code."""
     token = (token or "").strip().replace(" ", "")
-    if not token:
+    # Codes are ASCII letters and digits; anything else (a NUL above all, which PostgreSQL
+    # refuses in a query) is simply wrong, whichever view passed it on.
+    if not token or not (token.isascii() and token.isalnum()):
         return VerifyResult(None)
     with transaction.atomic():
         totp = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True)

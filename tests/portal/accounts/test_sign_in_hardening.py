@@ -289,3 +289,12 @@ def test_the_security_page_says_one_second_not_one_seconds(client, signed_in_emp
     text = client.get("/accounts/mfa/").content.decode()
     count, noun = re.search(r"Last confirmed (\d+) (seconds?) ago", text).groups()
     assert noun == ("second" if count == "1" else "seconds")
+
+
+def test_a_code_with_a_nul_byte_is_simply_wrong_for_every_caller_of_the_code_check(employee):
+    from portal.accounts.mfa import issue_backup_codes, verify_second_factor
+
+    backup = issue_backup_codes(employee)[0]
+    for token in ["12\x003456", backup[:4] + "\x00" + backup[4:], "\uff11\uff12\uff13\uff14\uff15\uff16"]:
+        assert not verify_second_factor(employee, token).ok
+    assert verify_second_factor(employee, backup).ok
