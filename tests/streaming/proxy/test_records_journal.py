@@ -38,12 +38,13 @@ def test_the_journal_of_a_living_process_is_not_replayed_by_another(tmp_path):
     owner = AccessLog(batch_size=1000, interval=3600, directory=tmp_path)
     for entry in _entries("alive", 10):
         owner.add(entry)
-    owner._append_queue()  # in its journal, not yet in the database
-    other = AccessLog(directory=tmp_path)
-    other.start()
-    other.flush()
-    assert not AccessRecord.objects.filter(path__startswith="/alive/").exists()
-    other.close()
+    with owner._write_lock:  # its database writer held: the rows stay in its journal only
+        owner._append_queue()
+        other = AccessLog(directory=tmp_path)
+        other.start()
+        other.flush()
+        assert not AccessRecord.objects.filter(path__startswith="/alive/").exists()
+        other.close()
     owner.close()
     assert AccessRecord.objects.filter(path__startswith="/alive/").count() == 10
 
