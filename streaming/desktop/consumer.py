@@ -89,34 +89,43 @@ _END_STATUS = {
     EndReason.SIGNED_OUT: Status.CLIENT_UNAUTHORIZED,
     EndReason.PROTOCOL_ERROR: Status.CLIENT_BAD_REQUEST,
     EndReason.GUACD_ERROR: Status.UPSTREAM_UNAVAILABLE,
+    EndReason.TARGET_REFUSED: Status.CLIENT_UNAUTHORIZED,
+    EndReason.TARGET_UNAVAILABLE: Status.UPSTREAM_UNAVAILABLE,
 }
 
 # What guacd's error statuses mean to the person in front of the desktop page. guacd's own
 # text is for logs ("Aborted. See logs."); it is kept in the audit trail, not shown.
-_GUACD_ERRORS = {
-    0x0202: "The desktop did not answer in time. Try again in a moment.",
-    0x0203: "The desktop ended the connection with an error.",
-    0x0204: "The desktop asked for something that does not exist.",
-    0x0207: "The desktop could not be found on the network. Ask an administrator to check it.",
-    0x0208: ("The desktop refused the connection or is not available (for example, the sign-in "
-             "the portal keeps for it was not accepted). Try again later, or ask an "
-             "administrator to check the resource's stored credentials."),
-    0x0209: "Someone else's session took this desktop over.",
-    0x020A: "The desktop closed the session after a time-out.",
-    0x020B: "The desktop closed the session.",
-    0x0301: ("The desktop did not accept the sign-in the portal keeps for it. Ask an "
-             "administrator to update the resource's stored credentials."),
-    0x0303: "The desktop refused this connection.",
+_REFUSED = ("The desktop refused the sign-in the portal keeps for it, so the session could not start. "
+            "Ask an administrator to update the resource's stored credentials.")
+_NOT_REACHED = ("The desktop could not be reached, or it refused the sign-in the portal keeps for it "
+                "(the desktop service reports both the same way). Ask an administrator to check the "
+                "resource's address and stored credentials.")
+_GUACD_ERRORS: dict[int, tuple[EndReason, str]] = {
+    0x0200: (EndReason.GUACD_ERROR, "The desktop service failed. Try again in a minute; if it keeps "
+             "failing, tell IT."),
+    0x0201: (EndReason.GUACD_ERROR, "The desktop service is busy. Try again in a minute."),
+    0x0202: (EndReason.TARGET_UNAVAILABLE, "The desktop did not answer in time. Try again in a moment."),
+    0x0203: (EndReason.TARGET_CLOSED, "The desktop ended the connection with an error."),
+    0x0204: (EndReason.TARGET_CLOSED, "The desktop asked for something that does not exist."),
+    # guacd 1.3's VNC support says "not found" for a wrong password too: say both, honestly.
+    0x0207: (EndReason.TARGET_UNAVAILABLE, _NOT_REACHED),
+    0x0208: (EndReason.TARGET_UNAVAILABLE, _NOT_REACHED),
+    0x0209: (EndReason.TARGET_CLOSED, "Someone else's session took this desktop over."),
+    0x020A: (EndReason.TARGET_CLOSED, "The desktop closed the session after a time-out."),
+    0x020B: (EndReason.TARGET_CLOSED, "The desktop closed the session."),
+    0x0301: (EndReason.TARGET_REFUSED, _REFUSED),  # CLIENT_UNAUTHORIZED: e.g. a failed SSH sign-in
+    0x0303: (EndReason.TARGET_REFUSED, _REFUSED),  # CLIENT_FORBIDDEN
 }
 
 
-def describe_guacd_error(args: list[str] | tuple[str, ...]) -> str:
-    """A sentence for guacd's ``error`` instruction (message, status code)."""
+def describe_guacd_error(args: list[str] | tuple[str, ...]) -> tuple[EndReason, str]:
+    """Why the session ended, and a sentence, for guacd's ``error`` instruction (message, status)."""
     try:
         status = int(args[1]) if len(args) > 1 else 0
     except ValueError:
         status = 0
-    return _GUACD_ERRORS.get(status, "The desktop service reported an error and ended the session.")
+    return _GUACD_ERRORS.get(status, (EndReason.TARGET_CLOSED,
+                                      "The desktop service reported an error and ended the session."))
 
 
 # Substrings that mark a run from guacd as worth parsing; base64 never contains "." or ",",
@@ -255,7 +264,7 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
         self.refused_in: set[str] = set()
         self.refused_out: set[str] = set()
         self.deferred_acks: dict[str, Instruction] = {}
-        self.guacd_error = ""
+        self.guacd_error: tuple[EndReason, str] | None = None
         self.guacd_error_detail: tuple[str, str] = ("", "")
         user = self.scope.get("user")
         session = self.scope.get("session")
@@ -571,8 +580,8 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
             return
         except (ConnectionError, OSError):
             pass
-        await self._end(EndReason.TARGET_CLOSED, self.guacd_error or "The desktop ended the connection.",
-                        by="target")
+        reason, message = self.guacd_error or (EndReason.TARGET_CLOSED, "The desktop ended the connection.")
+        await self._end(reason, message, by="target")
 
     async def _from_guacd(self, text: str) -> str:
         """The slow path, for runs that carry clipboard, file or error instructions."""

@@ -14,6 +14,8 @@ __all__ = ["EndReason", "PortalSignIn", "StreamSession", "StreamWatch", "TargetC
 class EndReason(models.TextChoices):
     CLOSED = "closed", "Closed by the user"
     TARGET_CLOSED = "target_closed", "The target ended the connection"
+    TARGET_REFUSED = "target_refused", "The target refused the stored sign-in"
+    TARGET_UNAVAILABLE = "target_unavailable", "The target was not reached or refused the sign-in"
     REVOKED = "revoked", "Access was revoked"
     KILLED = "killed", "Ended by an admin"
     IDLE = "idle", "Idle for too long"
