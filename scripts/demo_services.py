@@ -53,7 +53,10 @@ def main() -> None:
 
     web_port = args.web_port if _port_free(args.web_port) else free_port()
     guacd_port = args.guacd_port if _port_free(args.guacd_port) else free_port()
-    web = subprocess.Popen(datasette_command(WORK / "datasette", web_port, "/apps/wiki/"),
+    # Host mode (the default) serves the wiki at the root of its own origin; path mode under
+    # /apps/wiki/ on the portal's (docs/decisions/0019).
+    base = "/" if os.environ.get("PORTAL_APPS_DOMAIN", "apps.localhost") else "/apps/wiki/"
+    web = subprocess.Popen(datasette_command(WORK / "datasette", web_port, base),
                            stdout=(WORK / "datasette.log").open("ab"), stderr=subprocess.STDOUT)
     handles = []
     try:
@@ -68,7 +71,7 @@ def main() -> None:
         ssh = start_ssh_target(WORK / "ssh")
         handles.append(ssh)
         state = {
-            "web": f"http://127.0.0.1:{web_port}/apps/wiki/",
+            "web": f"http://127.0.0.1:{web_port}{base}",
             "guacd_port": guacd_port,
             "vnc": vnc.upstream, "vnc_password": vnc.password,
             "ssh": ssh.upstream, "ssh_username": ssh.username, "ssh_password": ssh.password,

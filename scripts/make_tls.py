@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import sys
 from pathlib import Path
 
@@ -64,5 +65,7 @@ def make(directory: Path, hosts: list[str]) -> None:
 
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "var/tls")
-    make(target, ["localhost", "127.0.0.1", "::1"])
+    # One certificate for the portal and every app origin (host mode: <slug>.<apps domain>).
+    apps = os.environ.get("PORTAL_APPS_DOMAIN", "apps.localhost").strip().rstrip(".")
+    make(target, ["localhost", "127.0.0.1", "::1", *([f"*.{apps}"] if apps else [])])
     print(target / "ca.pem")

@@ -24,7 +24,7 @@ def _store_login(resource: Resource, targets: dict[str, Any]) -> None:
         store(resource, TargetSecret(username=targets["ssh_username"], password=targets["ssh_password"]))
 
 DEMO_TARGETS = {
-    "web": "http://127.0.0.1:8801/apps/wiki/",
+    "web": "http://127.0.0.1:8801/",  # Datasette at the root of its origin (host mode)
     "vnc": "127.0.0.1:5911",
     "ssh": "127.0.0.1:2222",
 }

@@ -8,6 +8,9 @@ what crossed the wire from the portal. Routes:
 - ``/cookie``: sets cookies with Path and Domain, and one named like the portal's session cookie
 - ``/bytes?n=N``: N bytes streamed in 64 KiB chunks (downloads in bounded memory)
 - ``/sink``: reads the body, returns only its length and sha256 (uploads in bounded memory)
+- ``/hostile``: an HTML page whose script attacks the portal (origin-isolation tests): reads
+  ``/manage/people/`` same-origin and on the portal's origin with credentials, posts the lock
+  form to the portal, and leaves what it got in ``window.__probe``
 - ``/hits``: how many requests reached this server (anonymous requests must not), and the
   close code and reason of the last WebSocket the portal closed
 - a WebSocket on any path: accepts with the first subprotocol offered, echoes text and binary
@@ -23,6 +26,28 @@ import json
 from urllib.parse import parse_qs
 
 HITS: dict = {"count": 0, "websockets": 0, "last_close": None}
+
+HOSTILE_PAGE = b"""<!doctype html><title>loading</title><script>
+(async () => {
+  const q = new URLSearchParams(location.search), portal = q.get("portal"), victim = q.get("victim");
+  const out = {};
+  try { out.cookies = document.cookie; } catch (e) { out.cookies = "error: " + e; }
+  const attempt = async (name, run) => {
+    try { out[name] = await run(); } catch (e) { out[name] = "error: " + e; }
+  };
+  await attempt("same_origin_read", async () => (await fetch("/manage/people/")).text());
+  await attempt("cross_read", async () =>
+    (await fetch(portal + "/manage/people/", {credentials: "include"})).text());
+  await attempt("cross_post", async () => {
+    await fetch(portal + "/manage/people/" + victim + "/lock/", {
+      method: "POST", mode: "no-cors", credentials: "include",
+      headers: {"Content-Type": "application/x-www-form-urlencoded"}, body: "reason=pwned"});
+    return "sent";
+  });
+  window.__probe = out;
+  document.title = "done";
+})();
+</script>"""
 
 
 async def _read(receive) -> tuple[int, str]:
@@ -62,6 +87,10 @@ async def app(scope, receive, send):
         await _reply(send, 200, json.dumps(HITS).encode())
         return
     HITS["count"] += 1
+    if path.endswith("/hostile"):
+        await _read(receive)
+        await _reply(send, 200, HOSTILE_PAGE, content_type=b"text/html; charset=utf-8")
+        return
     if path.endswith("/redirect"):
         await _read(receive)
         status = int(query.get("status", ["302"])[0])

@@ -76,3 +76,11 @@ def test_a_bad_targets_file_is_a_clear_error_and_changes_nothing(tmp_path, conte
     with pytest.raises(CommandError, match="--targets"):
         seed("--targets", str(targets))
     assert not Resource.objects.exists()
+
+
+@pytest.mark.host_mode
+def test_in_host_mode_a_web_app_is_listed_at_its_own_origin():
+    data = seed("--base-url", "https://portal.example:8443")
+    urls = {r["slug"]: r["url"] for r in data["resources"]}
+    assert urls["wiki"] == "https://wiki.apps.localhost:8443/"
+    assert urls["ops-desktop"] == "https://portal.example:8443/desktop/ops-desktop/"

@@ -7,6 +7,7 @@ land host-only exactly as a browser keeps them.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from urllib.parse import parse_qs, urlsplit
 
@@ -282,3 +283,96 @@ def test_bodies_stream_and_each_request_leaves_an_access_record(browser, worker,
     access_log.flush()
     record = AccessRecord.objects.filter(resource="echo", path__startswith="/bytes").get()
     assert record.actor == worker.username and record.bytes_out == 3_000_000 and record.status == 200
+
+
+def _socket(port: int, slug: str, path: str, *, token: str | None, origin: str):
+    import socket
+    import ssl
+
+    from websockets.asyncio.client import connect
+
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    headers = [("Cookie", f"{APP_COOKIE}={token}")] if token else []
+    return connect(app_url(slug, port, path).replace("https://", "wss://"), ssl=tls, proxy=None,
+                   sock=socket.create_connection(("127.0.0.1", port)),
+                   server_hostname=f"{slug}.apps.localhost", origin=origin,
+                   additional_headers=headers, open_timeout=10)
+
+
+def _app_token(client: httpx.Client, slug: str, port: int) -> str:
+    client.get(_handoff_to_callback(client, slug, port))
+    return client.cookies.get(APP_COOKIE, domain=f"{slug}.apps.localhost")
+
+
+def test_a_websocket_on_the_app_origin_is_admitted_and_relayed(browser, worker, echo, port):
+    import json
+
+    token = _app_token(browser(worker), "echo", port)
+    origin = app_url("echo", port, "").rstrip("/")
+
+    async def talk() -> dict:
+        async with _socket(port, "echo", "/live?x=1", token=token, origin=origin) as ws:
+            await ws.send("report")
+            return json.loads(await ws.recv())
+
+    seen = asyncio.run(talk())
+    headers = {name: value for name, value in seen["headers"]}
+    assert seen["raw_path"] == "/live"
+    assert jwt.decode(headers["x-portal-assertion"], options={"verify_signature": False})["aud"] == "echo"
+    assert APP_COOKIE not in headers.get("cookie", "")
+
+
+@pytest.mark.parametrize("origin", ["https://127.0.0.1:{port}", "https://evil.apps.localhost:{port}",
+                                    "http://echo.apps.localhost:{port}", "https://echo.apps.localhost:1"])
+def test_a_websocket_from_any_other_origin_is_refused(browser, worker, echo, port, origin):
+    from websockets.exceptions import InvalidStatus
+
+    token = _app_token(browser(worker), "echo", port)
+
+    async def talk() -> None:
+        async with _socket(port, "echo", "/live", token=token, origin=origin.format(port=port)):
+            pass
+
+    with pytest.raises(InvalidStatus) as refused:
+        asyncio.run(talk())
+    assert refused.value.response.status_code == 403
+
+
+def test_a_websocket_without_an_app_session_is_closed_unopened(browser, echo, port):
+    from websockets.exceptions import ConnectionClosed
+
+    origin = app_url("echo", port, "").rstrip("/")
+
+    async def talk() -> int | None:
+        async with _socket(port, "echo", "/live", token=None, origin=origin) as ws:
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    assert asyncio.run(talk()) == 4401
+
+
+def test_the_portals_own_socket_paths_on_an_app_origin_are_the_apps(browser, worker, echo, port):
+    token = _app_token(browser(worker), "echo", port)
+    origin = app_url("echo", port, "").rstrip("/")
+
+    async def talk() -> str:
+        # /ws/desktop/... on an app's origin is the app's path, never the portal's desktop tunnel.
+        async with _socket(port, "echo", "/ws/desktop/ops/", token=token, origin=origin) as ws:
+            await ws.send("report")
+            return await ws.recv()
+
+    assert '"raw_path": "/ws/desktop/ops/"' in asyncio.run(talk())
+
+
+def test_underscore_spellings_of_identity_headers_never_reach_the_app(browser, worker, echo, port):
+    client = browser(worker)
+    client.get(_handoff_to_callback(client, "echo", port))
+    seen = _seen(client.get(app_url("echo", port, "/x"), headers={
+        "X-Remote_User": "admin", "X_Forwarded_User": "admin", "X-Portal_Assertion": "forged",
+        "Some_Header": "x", "X-Fine": "kept"}))
+    names = set(seen["header_map"])
+    assert not any("_" in name for name in names)
+    assert seen["header_map"]["x-fine"] == ["kept"]

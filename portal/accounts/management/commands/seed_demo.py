@@ -6,6 +6,7 @@ import base64
 import json
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -14,6 +15,7 @@ from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal.accounts.roles import ADMIN, AUDITOR, EMPLOYEE, ensure_roles
+from streaming.proxy.origins import app_origin
 
 DEMO_USERS = [
     {"username": "alice", "role": EMPLOYEE, "first_name": "Alice", "last_name": "Employee"},
@@ -53,8 +55,14 @@ def _seed_resources(base_url: str, targets_file: str | None) -> list[dict[str, s
     if not isinstance(targets, dict):
         raise CommandError(f"--targets {targets_file}: expected a JSON object of targets")
     resources = seed_demo_catalog(targets)
+    base = urlsplit(base_url)
     for r in resources:
-        r["url"] = base_url.rstrip("/") + r["url"]
+        if r["kind"] == "web" and settings.PORTAL_APPS_DOMAIN:
+            # Host mode: a web app is served on its own origin, not the portal's.
+            r["url"] = app_origin(r["slug"], settings.PORTAL_APPS_DOMAIN, scheme=base.scheme or "https",
+                                  port=str(base.port or "")) + "/"
+        else:
+            r["url"] = base_url.rstrip("/") + r["url"]
     return resources
 
 
