@@ -36,6 +36,10 @@ __all__ = [
 ]
 
 MFA_TIME_KEY = "mfa_time"
+# RFC 8176 method references of this session's sign-in, e.g. ["pwd", "otp"]; the assertion's
+# ``amr`` claim is read from here. Each way of signing in (TOTP, passkey, SSO) writes its own.
+AMR_KEY = "amr"
+DEFAULT_AMR = ("pwd", "otp")
 TOTP_NAME = "Authenticator app"
 BACKUP_NAME = "Backup codes"
 
@@ -154,6 +158,7 @@ def mark_mfa(request: HttpRequest, device: TOTPDevice | StaticDevice) -> None:
     request.session.cycle_key()
     django_otp.login(request, device)
     request.session[MFA_TIME_KEY] = int(time.time())
+    request.session[AMR_KEY] = list(DEFAULT_AMR)
 
 
 def mfa_age(request: HttpRequest) -> float | None:

@@ -23,7 +23,7 @@ from django.utils.crypto import constant_time_compare
 from django.utils.module_loading import import_string
 from django_otp.middleware import OTPMiddleware
 
-from portal.accounts.mfa import MFA_TIME_KEY
+from portal.accounts.mfa import AMR_KEY, DEFAULT_AMR, MFA_TIME_KEY
 from portal.audit.chain import record
 from streaming.proxy import pending
 from streaming.proxy.admission_cache import admission_cache
@@ -200,7 +200,8 @@ def _identity(user: Any, session: Any, tier: str, groups: frozenset[str]) -> Ide
     return Identity(
         subject=str(user.pk), username=user.get_username(), email=user.email or "",
         groups=tuple(sorted(groups)), tier=tier,
-        amr=("pwd", "otp"), auth_time=int(last_login.timestamp()) if last_login else None,
+        amr=tuple(session.get(AMR_KEY) or DEFAULT_AMR),
+        auth_time=int(last_login.timestamp()) if last_login else None,
         mfa_time=int(mfa_time) if mfa_time is not None else None,
     )
 
