@@ -19,7 +19,7 @@ from django.shortcuts import render
 
 from portal.audit.chain import record_request
 
-__all__ = ["invalid_fields", "refuse_invalid_input"]
+__all__ = ["invalid_fields", "refuse_invalid_input", "refuses_invalid_input"]
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -48,6 +48,12 @@ def refuse_invalid_input(step: str) -> Callable[[Callable[..., HttpResponse]], C
                           {"fields": sorted(bad), "request_id": getattr(request, "request_id", "")},
                           status=400)
 
+        wrapped.refuses_invalid_input = True  # type: ignore[attr-defined]
         return wrapped
 
     return decorate
+
+
+def refuses_invalid_input(view: Callable[..., HttpResponse]) -> bool:
+    """Whether ``view`` refuses unstorable input itself (audited under its own step)."""
+    return bool(getattr(view, "refuses_invalid_input", False))

@@ -155,8 +155,8 @@ def test_employees_cannot_reach_the_approval_pages(vault, erin):
     other = person("frank")
     access_request = jit.request_access(erin, vault, "why", 900)
     client = client_for(other)
-    assert client.get("/manage/requests/").status_code == 404
-    assert client.post(f"/manage/requests/{access_request.pk}/approve/").status_code == 404
+    assert client.get("/manage/requests/").status_code == 403
+    assert client.post(f"/manage/requests/{access_request.pk}/approve/").status_code == 403
     with pytest.raises(jit.NotApprover):
         jit.approve(access_request, other)
     access_request.refresh_from_db()

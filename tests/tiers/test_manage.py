@@ -54,16 +54,18 @@ def test_anonymous_is_sent_to_sign_in(client, catalog, path):
 
 @pytest.mark.parametrize("role", ["employee", "auditor"])
 @pytest.mark.parametrize("path", PAGES)
-def test_manage_pages_do_not_exist_for_employees_and_auditors(catalog, role, path):
+def test_manage_pages_tell_employees_and_auditors_the_area_is_for_admins(catalog, role, path):
     client = client_for(person(f"someone-{role}", role))
-    assert client.get(path).status_code == 404
+    response = client.get(path)
+    assert response.status_code == 403
+    assert b"This area is for admins" in response.content
 
 
 @pytest.mark.parametrize("role", ["employee", "auditor"])
-def test_manage_changes_do_not_exist_for_employees_and_auditors(catalog, role):
+def test_manage_changes_are_refused_to_employees_and_auditors(catalog, role):
     client = client_for(person(f"someone-{role}", role))
     for path, data in _posts(catalog):
-        assert client.post(path, data).status_code == 404, path
+        assert client.post(path, data).status_code == 403, path
     assert Tier.objects.get(name="low").access_mode == "proxy"
     assert not TierChange.objects.exists()
     assert AccessRequest.objects.get().state == "pending"
