@@ -137,6 +137,7 @@ class Config:
     proxy_ca_file: Path | None = None
     apps_domain: str = "apps.localhost"
     portal_url: str | None = None
+    oidc_providers: tuple = ()  # portal.sso.providers.IdentityProvider, one per trusted IdP
 
 
 def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
@@ -178,6 +179,27 @@ def _ca_file(env: dict[str, str], name: str) -> Path | None:
     return path
 
 
+def _oidc_providers(env: dict[str, str]) -> tuple:
+    """PORTAL_OIDC_PROVIDERS: a JSON list of IdPs (inline or file://); each client_secret may
+    itself be env://NAME or file:///path (docs/decisions/0021-oidc-sso.md)."""
+    import json
+
+    from portal.sso.providers import ProviderConfigError, parse_providers
+
+    raw = _read(env, "PORTAL_OIDC_PROVIDERS")
+    if not raw:
+        return ()
+    try:
+        items = json.loads(raw)
+        for item in items if isinstance(items, list) else ():
+            if isinstance(item, dict) and isinstance(item.get("client_secret"), str):
+                secret = {**env, "client_secret": item["client_secret"]}
+                item["client_secret"] = _read(secret, "client_secret")
+        return parse_providers(items)
+    except (ValueError, ProviderConfigError) as exc:
+        raise ConfigError(f"PORTAL_OIDC_PROVIDERS: {exc}") from exc
+
+
 def load_config(env: dict[str, str] | None = None) -> Config:
     """Read and validate the environment (``os.environ`` unless given)."""
     env = dict(os.environ if env is None else env)
@@ -209,6 +231,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         proxy_ca_file=_ca_file(env, "PORTAL_PROXY_CA_FILE"),
         apps_domain=_apps_domain(env),
         portal_url=_portal_url(env),
+        oidc_providers=_oidc_providers(env),
     )
 
 

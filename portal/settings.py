@@ -336,3 +336,7 @@ PORTAL_PROXY_CATALOG_CACHE_SECONDS = 5.0  # resource rows per process; changes a
 # A session's user, groups, device and MFA time, kept per process after an allow; every change to
 # them is pushed to every process (docs/decisions/0011), this only bounds a lost message. 0 = off.
 PORTAL_PROXY_ADMISSION_CACHE_SECONDS = 5.0
+
+# --- enterprise sign-in (OpenID Connect; docs/decisions/0021-oidc-sso.md) ---
+INSTALLED_APPS += ["portal.sso"]
+PORTAL_OIDC_PROVIDERS = CONFIG.oidc_providers  # PORTAL_OIDC_PROVIDERS: the IdPs the portal trusts

@@ -1,0 +1,13 @@
+"""Paths of enterprise sign-in; the callback and back-channel URIs are registered at the IdP."""
+
+from django.urls import path
+
+from portal.sso import views
+
+app_name = "sso"
+
+urlpatterns = [
+    path("<slug:name>/login/", views.login_view, name="login"),
+    path("<slug:name>/callback/", views.callback_view, name="callback"),
+    path("<slug:name>/backchannel-logout/", views.backchannel_logout_view, name="backchannel_logout"),
+]
