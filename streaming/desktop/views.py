@@ -7,6 +7,7 @@ Views translate HTTP to :mod:`streaming.desktop.access` (the decision) and
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -16,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from portal.accounts import mfa
 from portal.audit.chain import record_request
-from streaming.desktop import access, broker, groups, signins
+from streaming.desktop import access, broker, groups, live, signins
 from streaming.desktop.models import StreamSession
 
 __all__ = ["desktop_view", "kill_view", "live_sessions_view", "step_up_view", "watch_view"]
@@ -74,10 +75,8 @@ def step_up_view(request: HttpRequest, slug: str, session_id: str) -> JsonRespon
 @permission_required("accounts.manage_sessions", raise_exception=True)
 @require_GET
 def live_sessions_view(request: HttpRequest) -> HttpResponse:
-    """Every live desktop session, newest first, with a kill button."""
-    sessions = (StreamSession.objects.filter(state=StreamSession.State.LIVE)
-                .select_related("user", "resource").order_by("-started_at"))
-    return render(request, "desktop/live_sessions.html", {"sessions": sessions})
+    """Every live desktop session, newest first, with a kill button (or "ending" once killed)."""
+    return render(request, "desktop/live_sessions.html", {"sessions": live.live_sessions()})
 
 
 @never_cache
@@ -88,6 +87,8 @@ def kill_view(request: HttpRequest, session_id: str) -> HttpResponse:
     stream = get_object_or_404(StreamSession.objects.select_related("user", "resource"), pk=session_id,
                                state=StreamSession.State.LIVE)
     broker.kill_session(stream, request.user, request.client_address)
+    messages.success(request, f"The session of {stream.user.get_username()} on {stream.resource.name} was "
+                              "killed: it closes within seconds and they are told who ended it.")
     return redirect("desktop:live")
 
 

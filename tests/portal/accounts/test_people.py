@@ -58,3 +58,10 @@ def test_unlock_lets_the_person_sign_in_again(admin_client, employee):
     employee.refresh_from_db()
     assert employee.is_active
     assert AuditEvent.objects.filter(action="account.unlock", actor="ada").exists()
+
+
+def test_the_last_sign_in_is_shown_in_the_date_format_of_the_other_pages(admin_client, signed_in_employee):
+    signed_in_employee.refresh_from_db()
+    page = admin_client.get("/manage/people/").content.decode()
+    assert signed_in_employee.last_login.strftime("%Y-%m-%d %H:%M:%S") in page
+    assert 'role="search"' in page and '<div class="field"><label for="q">Find</label>' in page
