@@ -10,6 +10,7 @@ delete body.dataset.ticket; // one-time: nothing keeps it once the tunnel has it
 const watching = Boolean(body.dataset.watching); // an admin's read-only view: no input at all
 let ended = false;
 let endsAt = null;
+let countdown = null;
 
 function setState(text) { $("state").textContent = text; }
 
@@ -20,10 +21,16 @@ function showNotice(text, kind = "info") {
   el.hidden = !text;
 }
 
-function showEnd(message, title = "The session ended") {
+// Once the session is over the status bar says so and offers nothing live: the countdown
+// stops and clears, and Disconnect goes away.
+function showEnd(message, title = "The session ended", state = "Ended") {
   if (ended) return;
   ended = true;
-  setState("Ended");
+  clearInterval(countdown);
+  endsAt = null;
+  setState(state);
+  $("time-left").textContent = "";
+  $("disconnect").hidden = true;
   $("ended-title").textContent = title;
   $("ended-message").textContent = message;
   $("ended").hidden = false;
@@ -92,10 +99,15 @@ function fit() {
 display.onresize = fit;
 window.addEventListener("resize", fit);
 
-$("disconnect").addEventListener("click", () => { client.disconnect(); showEnd("You disconnected.", "Disconnected"); });
+// The end is shown first: disconnecting fires the client's "disconnected" state at once,
+// which would otherwise say "The connection was closed."
+$("disconnect").addEventListener("click", () => {
+  showEnd("You disconnected. The session is closed.", "You disconnected", "You disconnected");
+  client.disconnect();
+});
 window.addEventListener("pagehide", () => client.disconnect());
 
-setInterval(() => {
+countdown = setInterval(() => {
   if (!endsAt || ended) return;
   const left = Math.max(0, Math.round((endsAt - Date.now()) / 1000));
   const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;

@@ -123,10 +123,38 @@ def test_locking_the_employee_ends_the_live_session_within_two_seconds(employee,
     page.wait_for_selector("#ended:not([hidden])", timeout=2000)
     assert time.monotonic() - started < 2
     assert "account is locked" in page.locator("#ended-message").inner_text()
+    assert_status_bar_shows_the_end(page, "Ended")
     session = StreamSession.objects.get(user=employee, state="ended")
     assert session.end_reason == "revoked"
     event = AuditEvent.objects.filter(action="desktop.end").latest("seq")
     assert event.outcome == "revoked" and "locked" in event.reasons[0]["message"]
+
+
+def assert_status_bar_shows_the_end(page, state: str) -> None:
+    """Once a session ends the bar offers nothing live: no Disconnect, no countdown that runs on."""
+    assert page.locator("#state").inner_text() == state
+    assert not page.locator("#disconnect").is_visible()
+    assert page.locator("#time-left").inner_text() == ""
+    page.wait_for_timeout(1200)  # longer than the countdown's tick
+    assert page.locator("#time-left").inner_text() == ""
+
+
+def test_disconnect_says_you_disconnected_and_the_status_bar_stops_counting(employee, vnc_resource,
+                                                                            browser_page, live_portal):
+    page = browser_page
+    sign_in_with_browser(page, live_portal.url, employee)
+    open_desktop(page, live_portal.url, vnc_resource.slug)
+    wait_until(page, "document.getElementById('time-left').textContent.endsWith('left')")
+    page.click("#disconnect")
+    page.wait_for_selector("#ended:not([hidden])", timeout=2000)
+    assert page.locator("#ended-title").inner_text() == "You disconnected"
+    assert "You disconnected" in page.locator("#ended-message").inner_text()
+    assert_status_bar_shows_the_end(page, "You disconnected")
+    deadline = time.monotonic() + 5
+    while not StreamSession.objects.filter(user=employee, state="ended").exists():
+        assert time.monotonic() < deadline, "the portal never ended the disconnected session"
+        time.sleep(0.1)
+    assert StreamSession.objects.get(user=employee).end_reason == "closed"
 
 
 def test_an_admin_watches_the_live_desktop_read_only_in_the_browser(employee, vnc_resource, browser_page,
