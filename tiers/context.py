@@ -20,13 +20,14 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
-from portal.accounts.mfa import MFA_TIME_KEY
+from portal.accounts.mfa import AMR_KEY, DEFAULT_AMR, MFA_TIME_KEY
 from tiers.models import AccessGrant, ActionChallenge, NetworkZone, Resource, Tier
 from tiers.types import (
     Action,
     ActionClass,
     DecisionInput,
     DeviceInfo,
+    Factor,
     ResourceInfo,
     StreamControl,
     Subject,
@@ -40,6 +41,7 @@ __all__ = [
     "classify",
     "classify_compiled",
     "compile_action_rules",
+    "factor_of_amr",
     "gather",
     "needs_lookups",
     "resolve_zone",
@@ -65,15 +67,27 @@ def session_hash(session_key: str | None) -> str:
     return hashlib.sha256((session_key or "").encode()).hexdigest()
 
 
+def factor_of_amr(amr: Any) -> str | None:
+    """The second factor an RFC 8176 ``amr`` list names (``hwk`` a passkey, ``otp`` a code)."""
+    methods = set(amr) if isinstance(amr, list | tuple) else set()
+    if "hwk" in methods:
+        return Factor.PASSKEY
+    if "otp" in methods:
+        return Factor.TOTP
+    return None
+
+
 def subject_for(user: AbstractBaseUser, session: Mapping[str, Any] | None, now: float,
                 groups: frozenset[str] | None = None) -> Subject:
-    """The user as the decision sees them, with the MFA age of this session."""
-    mfa_time = (session or {}).get(MFA_TIME_KEY)
+    """The user as the decision sees them, with the MFA age of this session and its factor."""
+    session = session or {}
+    mfa_time = session.get(MFA_TIME_KEY)
     return Subject(
         username=user.get_username(),
         groups=groups if groups is not None else user_groups(user),
         is_active=user.is_active,
         mfa_age=None if mfa_time is None else max(0.0, now - float(mfa_time)),
+        mfa_factor=None if mfa_time is None else factor_of_amr(session.get(AMR_KEY, list(DEFAULT_AMR))),
     )
 
 
@@ -191,6 +205,7 @@ def tier_policy(tier: Tier) -> TierPolicy:
         session_max_seconds=tier.session_max_seconds, idle_seconds=tier.idle_seconds,
         reauth_interval_seconds=tier.reauth_interval_seconds,
         rate_limit_per_minute=tier.rate_limit_per_minute,
+        accepted_factors=tuple((c, frozenset(f)) for c, f in sorted((tier.accepted_factors or {}).items())),
     )
 
 
@@ -277,13 +292,19 @@ def _active_grant_expiry(user: AbstractBaseUser, resource: Resource) -> float | 
 
 
 def _one_time_mfa_waiting(user: AbstractBaseUser, session_key: str | None, resource: Resource,
-                          action: Action) -> bool:
+                          action: Action) -> frozenset[str]:
+    """The factors of the one-time confirmations waiting for ``action`` (empty: none waits).
+
+    A confirmation made with a passkey carries its proof (``portal.passkeys.ActionProof``);
+    any other was a code.
+    """
     since = timezone.now() - timezone.timedelta(seconds=CHALLENGE_TTL_SECONDS)
-    return ActionChallenge.objects.filter(
+    proofs = ActionChallenge.objects.filter(
         user=user, session_hash=session_hash(session_key), resource=resource,
         method=action.method or action.kind, path=action.path, verified_at__gte=since,
         consumed_at__isnull=True,
-    ).exists()
+    ).values_list("passkey_proof", flat=True)
+    return frozenset(Factor.TOTP if proof is None else Factor.PASSKEY for proof in proofs)
 
 
 def needs_lookups(tier: TierPolicy, action_class: ActionClass) -> bool:
@@ -295,7 +316,7 @@ def needs_lookups(tier: TierPolicy, action_class: ActionClass) -> bool:
 
 def gather(user: AbstractBaseUser, session: Any, client_address: str, resource: Resource,
            action: Action, *, device: DeviceInfo | None = None, now: float | None = None,
-           groups: frozenset[str] | None = None) -> DecisionInput:
+           groups: frozenset[str] | None = None, via_isolation: bool = False) -> DecisionInput:
     """Everything the decision needs for ``action`` by ``user`` on ``resource``.
 
     Grants and one-time MFA confirmations are only looked up when the tier could ask for
@@ -305,6 +326,8 @@ def gather(user: AbstractBaseUser, session: Any, client_address: str, resource: 
     now = time.time() if now is None else now
     info = resource_info(resource)
     per_action = info.tier.mfa_freshness(action.action_class) == 0
+    waiting = _one_time_mfa_waiting(user, getattr(session, "session_key", None), resource,
+                                    action) if per_action else frozenset()
     # keep in step with needs_lookups(): it says when these look-ups may be skipped
     return DecisionInput(
         subject=subject_for(user, session, now, groups),
@@ -314,6 +337,7 @@ def gather(user: AbstractBaseUser, session: Any, client_address: str, resource: 
         action=action,
         now=now,
         grant_expires_at=_active_grant_expiry(user, resource) if info.tier.approval_required else None,
-        one_time_mfa=per_action and _one_time_mfa_waiting(
-            user, getattr(session, "session_key", None), resource, action),
+        one_time_mfa=bool(waiting),
+        one_time_mfa_factors=waiting,
+        via_isolation=via_isolation,
     )

@@ -18,6 +18,7 @@ from tiers.types import (
     Reason,
     ResourceInfo,
     TierPolicy,
+    factor_words,
 )
 
 __all__ = ["RISK_DENY", "RISK_STEP_UP", "decide", "obligations_for"]
@@ -53,8 +54,10 @@ def _refuse(outcome: Outcome, reason: Reason, passed: list[Reason]) -> Decision:
 def _pathway_ok(resource: ResourceInfo, action: Action) -> bool:
     if action.kind in _PATHWAY:
         return resource.kind in _PATHWAY[action.kind]
-    # desktop.*, clipboard.*, file.* only exist for pixel-streamed resources
-    return resource.kind in _STREAM_KINDS
+    # desktop.*, clipboard.*, file.* only exist for pixel-streamed resources: desktops and
+    # hosts, and web apps whose tier streams them (an isolated browser in a disposable slot)
+    return resource.kind in _STREAM_KINDS or (resource.kind == "web"
+                                              and resource.tier.access_mode == "stream")
 
 
 def decide(inp: DecisionInput) -> Decision:
@@ -126,7 +129,8 @@ def decide(inp: DecisionInput) -> Decision:
             {"score": inp.risk_score, "signals": list(inp.risk_signals)},
             "Sign in again, or contact the security team."), passed)
 
-    if resource.kind == "web" and tier.access_mode == "stream" and action.kind == "http":
+    if resource.kind == "web" and tier.access_mode == "stream" and action.kind == "http" \
+            and not inp.via_isolation:
         return _refuse(Outcome.ISOLATE, Reason(
             "isolation_required",
             f"The {tier.name} tier only allows this app inside an isolated desktop.",
@@ -136,34 +140,66 @@ def decide(inp: DecisionInput) -> Decision:
     if inp.risk_score >= RISK_STEP_UP:
         freshness = 0  # unusual activity: confirm this very action
     if freshness is not None:
+        accepted = tier.factors_for(action.action_class)
         if freshness == 0:
-            if not inp.one_time_mfa:
-                return _refuse(Outcome.STEP_UP, Reason(
-                    "mfa_per_action",
-                    f"This {action.action_class} action needs a fresh code for this action alone.",
-                    {"action_class": str(action.action_class), "freshness": 0},
-                    "Enter a code from your authenticator app."), passed)
+            if not inp.one_time_mfa or (accepted and not inp.one_time_mfa_factors & accepted):
+                return _refuse(Outcome.STEP_UP, _per_action_reason(action, accepted), passed)
             passed.append(Reason("mfa_one_time", "A one-time confirmation for this action was used.",
                                  {"action_class": str(action.action_class)}))
             return Decision(Outcome.ALLOW, tuple(passed), obligations_for(tier, action),
                             consumed_one_time_mfa=True)
         age = subject.mfa_age
         if age is None or age > freshness:
-            return _refuse(Outcome.STEP_UP, Reason(
-                "mfa_stale",
-                f"This {action.action_class} action needs a code confirmed in the last "
-                f"{_human(freshness)}.",
-                {"action_class": str(action.action_class), "freshness": freshness,
-                 "mfa_age": None if age is None else int(age)},
-                "Enter a code from your authenticator app."), passed)
+            return _refuse(Outcome.STEP_UP, _stale_reason(
+                "mfa_stale", action, freshness, accepted,
+                {"mfa_age": None if age is None else int(age)}), passed)
+        if accepted and subject.mfa_factor not in accepted:
+            return _refuse(Outcome.STEP_UP, _stale_reason(
+                "mfa_factor_not_accepted", action, freshness, accepted,
+                {"mfa_age": int(age), "used_factor": subject.mfa_factor}), passed)
         passed.append(Reason("mfa_fresh", f"Second factor confirmed {int(age)} s ago "
-                             f"(limit {freshness} s).", {"mfa_age": int(age), "freshness": freshness}))
+                             f"(limit {freshness} s).", {"mfa_age": int(age), "freshness": freshness}
+                             | ({"factor": subject.mfa_factor, "accepted_factors": sorted(accepted)}
+                                if accepted else {})))
     else:
         passed.append(Reason("mfa_not_needed",
                              f"The {tier.name} tier asks no fresh code for {action.action_class} actions.",
                              {"action_class": str(action.action_class)}))
 
     return Decision(Outcome.ALLOW, tuple(passed), obligations_for(tier, action))
+
+
+def _factor_remedy(accepted: frozenset[str]) -> str:
+    remedy = f"Confirm with {factor_words(accepted)}."
+    if "passkey" in accepted:
+        remedy += " No passkey yet? Add one under Security (/accounts/mfa/)."
+    return remedy
+
+
+def _per_action_reason(action: Action, accepted: frozenset[str]) -> Reason:
+    """A confirmation of this very action is missing (or was made with a factor that does not count)."""
+    values = {"action_class": str(action.action_class), "freshness": 0}
+    if not accepted:
+        return Reason("mfa_per_action",
+                      f"This {action.action_class} action needs a fresh code for this action alone.",
+                      values, "Enter a code from your authenticator app.")
+    return Reason("mfa_per_action",
+                  f"This {action.action_class} action needs a fresh confirmation for this action "
+                  f"alone. Accepted here: {factor_words(accepted)}.",
+                  values | {"accepted_factors": sorted(accepted)}, _factor_remedy(accepted))
+
+
+def _stale_reason(rule: str, action: Action, freshness: int, accepted: frozenset[str],
+                  seen: dict[str, object]) -> Reason:
+    """No confirmation recent enough (``mfa_stale``), or only one by a factor that does not
+    count here (``mfa_factor_not_accepted``); both read the same to the person."""
+    values = {"action_class": str(action.action_class), "freshness": freshness} | seen
+    if not accepted:
+        return Reason(rule, f"This {action.action_class} action needs a code confirmed in the last "
+                      f"{_human(freshness)}.", values, "Enter a code from your authenticator app.")
+    return Reason(rule, f"This {action.action_class} action needs a confirmation in the last "
+                  f"{_human(freshness)}. Accepted here: {factor_words(accepted)}.",
+                  values | {"accepted_factors": sorted(accepted)}, _factor_remedy(accepted))
 
 
 def _human(seconds: int) -> str:

@@ -16,7 +16,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from tiers.types import ActionClass, StreamControl
+from tiers.types import ActionClass, Factor, StreamControl
 
 __all__ = [
     "AccessGrant", "AccessRequest", "ActionChallenge", "ActionRule", "NetworkZone", "PolicyChangeRequest",
@@ -106,6 +106,11 @@ class Tier(models.Model):
         null=True, blank=True, help_text="Requests per user and resource; empty = no limit.")
     retention_days = models.PositiveIntegerField(default=365,
                                                  help_text="How long recordings and access records are kept.")
+    accepted_factors = models.JSONField(
+        default=dict, blank=True,
+        help_text='Second factors that count, per action class, e.g. {"sensitive": ["passkey"]}: '
+                  "totp (an authenticator app or backup code) and passkey. A class not listed "
+                  "accepts both.")
 
     class Meta:
         ordering = ["rank", "name"]
@@ -116,6 +121,22 @@ class Tier(models.Model):
     def clean(self) -> None:
         if self.access_mode == AccessMode.PROXY and (self.recording or self.watermark or self.read_only):
             raise ValidationError("Recording, watermark and read-only only apply to pixel-streamed tiers.")
+        if problem := accepted_factors_problem(self.accepted_factors):
+            raise ValidationError({"accepted_factors": problem})
+
+
+def accepted_factors_problem(value: object) -> str:
+    """What is wrong with a tier's ``accepted_factors`` in words, or "" when it is right."""
+    if not isinstance(value, dict):
+        return "Give a mapping of action class to a list of factors."
+    classes, factors = {c.value for c in ActionClass}, {f.value for f in Factor}
+    for action_class, listed in value.items():
+        if action_class not in classes:
+            return f"{action_class!r} is not an action class ({', '.join(sorted(classes))})."
+        if not isinstance(listed, list) or not listed or not set(listed) <= factors:
+            return (f"The factors for {action_class} must be a non-empty list of "
+                    f"{', '.join(sorted(factors))}.")
+    return ""
 
 
 class Resource(models.Model):

@@ -21,14 +21,25 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.translation import ngettext
 
-from portal.accounts.mfa import MFA_TIME_KEY
+from portal.accounts.mfa import AMR_KEY, MFA_TIME_KEY
 from portal.audit.chain import record
 from tiers.context import gather, resolve_zone, resource_info, subject_for
 from tiers.decision import decide
 from tiers.jit import NO_ORIGIN, Origin
 from tiers.models import AccessMode, AccessRequest, NetworkZone, Resource, ResourceKind, Tier, TierChange
 from tiers.querysets import visible_to
-from tiers.types import Action, ActionClass, Decision, DecisionInput, DeviceInfo, Outcome, Reason, ZoneInfo
+from tiers.types import (
+    Action,
+    ActionClass,
+    Decision,
+    DecisionInput,
+    DeviceInfo,
+    Factor,
+    Outcome,
+    Reason,
+    ZoneInfo,
+    factor_words,
+)
 
 __all__ = [
     "AppCard", "Simulation", "TierGroup", "app_groups", "catalog_resources", "entry_point",
@@ -49,7 +60,18 @@ MISSING = {
     "risk_too_high": "Blocked: unusual activity",
     "mfa_stale": "Needs a fresh code",
     "mfa_per_action": "Needs a code for each action",
+    "mfa_factor_not_accepted": "Needs another second factor",
 }
+
+# The amr a session holds after each factor (portal.accounts.mfa, portal.passkeys.ceremony).
+_AMR_OF = {Factor.TOTP: ["pwd", "otp"], Factor.PASSKEY: ["pwd", "hwk", "user"]}
+
+
+def accepted_factors_words(accepted: dict[str, list[str]] | None) -> str:
+    """A tier's ``accepted_factors`` in words, per action class; "any" when nothing is narrowed."""
+    parts = [f"{c}: {factor_words(frozenset(accepted[c]))}" for c in (a.value for a in ActionClass)
+             if accepted and accepted.get(c)]
+    return "; ".join(parts) or "any (authenticator app code or passkey)"
 
 
 def human_seconds(seconds: int | None, *, none: str = "not needed") -> str:
@@ -249,6 +271,7 @@ def tier_rules(tier: Tier) -> list[tuple[str, str]]:
         ("Fresh code for reading", human_seconds(tier.mfa_read)),
         ("Fresh code for writing", human_seconds(tier.mfa_write)),
         ("Fresh code for sensitive actions", human_seconds(tier.mfa_sensitive)),
+        ("Second factors that count", accepted_factors_words(tier.accepted_factors)),
         ("Trusted device required", yes_no[tier.device_trust_required]),
         ("Networks", zones),
         ("Approval before access", yes_no[tier.approval_required]),
@@ -280,14 +303,15 @@ def simulate(user: AbstractBaseUser, resource: Resource, action: Action, *,
              zone: NetworkZone | None = None, client_address: str = "",
              mfa_age: int | None = None, has_grant: bool = False, device_trusted: bool = False,
              one_time_mfa: bool = False, risk_score: float = 0.0,
-             now: float | None = None) -> Simulation:
+             now: float | None = None, mfa_factor: str = Factor.TOTP) -> Simulation:
     """Decide a hypothetical action with the real :func:`decide`. Reads only; changes nothing.
 
     The network is the client address's zone when one is given, else ``zone`` (``None`` =
-    the internet). A grant, when assumed, runs for an hour from ``now``.
+    the internet). A grant, when assumed, runs for an hour from ``now``. The last MFA (and a
+    waiting one-time confirmation) is assumed made with ``mfa_factor``.
     """
     now = time.time() if now is None else now
-    session = {} if mfa_age is None else {MFA_TIME_KEY: now - mfa_age}
+    session = {} if mfa_age is None else {MFA_TIME_KEY: now - mfa_age, AMR_KEY: _AMR_OF[Factor(mfa_factor)]}
     if client_address:
         zone_info = resolve_zone(client_address)
     elif zone is not None:
@@ -300,6 +324,7 @@ def simulate(user: AbstractBaseUser, resource: Resource, action: Action, *,
                           trusted=device_trusted),
         zone=zone_info, resource=resource_info(resource), action=action, now=now,
         grant_expires_at=now + 3600 if has_grant else None, one_time_mfa=one_time_mfa,
+        one_time_mfa_factors=frozenset({mfa_factor}) if one_time_mfa else frozenset(),
         risk_score=risk_score, risk_signals=("simulated",) if risk_score else (),
     )
     return Simulation(inp, decide(inp))
@@ -316,6 +341,10 @@ def simulation_summary(sim: Simulation) -> Sequence[tuple[str, str]]:
         ("Action", f"{inp.action.kind}, {inp.action.action_class}"),
         ("Network zone", inp.zone.name + (f" (from {inp.zone.address})" if inp.zone.address else "")),
         ("Last MFA", "never" if inp.subject.mfa_age is None else seconds_ago(int(inp.subject.mfa_age))),
+        ("Last MFA made with", factor_words(frozenset({inp.subject.mfa_factor or ""})) or "nothing"),
+        (f"Second factors that count for {inp.action.action_class} actions",
+         factor_words(inp.resource.tier.factors_for(inp.action.action_class))
+         or "any (authenticator app code or passkey)"),
         ("Approved grant", "yes" if inp.grant_expires_at else "no"),
         ("Trusted device", "yes" if inp.device.trusted else "no"),
         ("One-time code waiting", "yes" if inp.one_time_mfa else "no"),

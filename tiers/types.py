@@ -13,8 +13,9 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
-    "Action", "ActionClass", "Decision", "DecisionInput", "DeviceInfo", "Outcome", "Reason",
-    "ResourceInfo", "StreamControl", "Subject", "TierPolicy", "ZoneInfo",
+    "FACTOR_WORDS", "Action", "ActionClass", "Decision", "DecisionInput", "DeviceInfo", "Factor",
+    "Outcome", "Reason", "ResourceInfo", "StreamControl", "Subject", "TierPolicy", "ZoneInfo",
+    "factor_words",
 ]
 
 
@@ -39,6 +40,26 @@ class StreamControl(StrEnum):
     STEP_UP = "step_up"
 
 
+class Factor(StrEnum):
+    """A second factor a tier can name as counting (DESIGN.md section 8).
+
+    ``totp`` is any code: the authenticator app's, or a backup code (both can be phished and
+    relayed); ``passkey`` is a WebAuthn credential, bound to the portal's origin.
+    """
+
+    TOTP = "totp"
+    PASSKEY = "passkey"
+
+
+# How each factor is named in a sentence, in the order a sentence lists them.
+FACTOR_WORDS = {Factor.PASSKEY: "a passkey", Factor.TOTP: "an authenticator app code"}
+
+
+def factor_words(factors: frozenset[str]) -> str:
+    """``{"passkey", "totp"}`` -> ``a passkey or an authenticator app code`` (fixed order)."""
+    return " or ".join(words for factor, words in FACTOR_WORDS.items() if factor in factors)
+
+
 @dataclass(frozen=True)
 class Subject:
     """Who asks: the signed-in user as this session knows them."""
@@ -47,6 +68,7 @@ class Subject:
     groups: frozenset[str] = frozenset()
     is_active: bool = True
     mfa_age: float | None = None  # seconds since the last MFA in this session; None = never
+    mfa_factor: str | None = None  # the Factor of that last MFA; None = not known
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,12 @@ class TierPolicy:
     idle_seconds: int = 30 * 60
     reauth_interval_seconds: int = 30
     rate_limit_per_minute: int | None = None
+    # (action class, factors that count for it); a class not listed accepts every factor
+    accepted_factors: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    def factors_for(self, action_class: ActionClass) -> frozenset[str]:
+        """The factors that count for ``action_class``; empty = any factor counts."""
+        return next((f for c, f in self.accepted_factors if c == action_class), frozenset())
 
     def mfa_freshness(self, action_class: ActionClass) -> int | None:
         return {ActionClass.READ: self.mfa_read, ActionClass.WRITE: self.mfa_write,
@@ -131,8 +159,12 @@ class DecisionInput:
     now: float
     grant_expires_at: float | None = None  # an approved just-in-time grant, if any
     one_time_mfa: bool = False  # a fresh MFA bound to exactly this action is waiting
+    one_time_mfa_factors: frozenset[str] = frozenset()  # the factors that confirmed it
     risk_score: float = 0.0
     risk_signals: tuple[str, ...] = ()
+    # The request comes from the user's own isolated browser (a disposable slot that reaches
+    # the app only through the proxy): a stream tier's web app is reached this way only.
+    via_isolation: bool = False
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,19 @@ from portal.accounts.signin import (
     locked_message,
     wait_message,
 )
-from portal.accounts.stepup import step_up_reason
+from portal.accounts.stepup import step_up_ask
 from portal.accounts.throttle import LoginThrottle
 from portal.audit.chain import record_request
 from portal.metrics import SIGN_INS
+from portal.passkeys.ceremony import has_passkey
+from portal.passkeys.models import PasskeyDevice
 from tiers.enforcement import verify_challenge
+
+
+def _has_second_factor(user: object) -> bool:
+    """An authenticator app or a passkey: either makes the password step lead to verification
+    (never to a fresh enrolment, which the password alone must not reach)."""
+    return mfa.has_confirmed_totp(user) or has_passkey(user)
 
 
 def _audit(request: HttpRequest, step: str, *, outcome: str, **kwargs: object) -> None:
@@ -53,6 +61,8 @@ def login_view(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated and request.user.is_verified():
         return redirect(safe_next(request, request.GET.get("next")))
     form = PasswordForm(request.POST or None)
+    # Offer the browser's saved passkeys in the username field's autofill (conditional UI).
+    form.fields["username"].widget.attrs["autocomplete"] = "username webauthn"
     status = 200
     if request.method == "POST" and form.is_valid():
         username = form.cleaned_data["username"]
@@ -80,7 +90,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
                 login(request, user)  # rotates the session key
                 _audit(request, "login.password", outcome="success")
                 remember_next(request, request.POST.get("next") or request.GET.get("next"))
-                if mfa.has_confirmed_totp(user):
+                if _has_second_factor(user):
                     return redirect("accounts:mfa_verify")
                 return redirect("accounts:mfa")
     return render(request, "accounts/login.html",
@@ -91,9 +101,9 @@ def login_view(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @refuse_invalid_input("mfa.verify")
 def mfa_verify_view(request: HttpRequest) -> HttpResponse:
-    """Step two on every sign-in: a TOTP code or a backup code."""
+    """Step two on every sign-in: a TOTP code, a backup code, or a passkey."""
     user = request.user
-    if not mfa.has_confirmed_totp(user):
+    if not _has_second_factor(user):
         return redirect("accounts:mfa")
     if request.GET.get("next"):
         remember_next(request, request.GET["next"])
@@ -118,7 +128,9 @@ def mfa_verify_view(request: HttpRequest) -> HttpResponse:
             form.add_error("otp_token", _("That code is not right, or it was already used. "
                                           "Wait for the next code and try again."))
             status = 401
-    return render(request, "accounts/mfa_verify.html", {"form": form}, status=status)
+    return render(request, "accounts/mfa_verify.html",
+                  {"form": form, "has_passkey": has_passkey(user), "has_totp": mfa.has_confirmed_totp(user)},
+                  status=status)
 
 
 @never_cache
@@ -128,7 +140,7 @@ def mfa_view(request: HttpRequest) -> HttpResponse:
     """Enrolment on first sign-in (forced); afterwards the MFA status and backup codes."""
     user = request.user
     enrolled = mfa.has_confirmed_totp(user)
-    if enrolled and not user.is_verified():
+    if _has_second_factor(user) and not user.is_verified():
         # Password alone must never be enough to add a second authenticator.
         return redirect("accounts:mfa_verify")
     if enrolled:
@@ -170,6 +182,7 @@ def _mfa_status(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/mfa_status.html", {
         "remaining_codes": mfa.remaining_backup_codes(request.user),
         "mfa_age": None if age is None else int(age),
+        "passkeys": PasskeyDevice.objects.filter(user=request.user, confirmed=True),
     })
 
 
@@ -179,9 +192,19 @@ def _mfa_status(request: HttpRequest) -> HttpResponse:
 def step_up_view(request: HttpRequest) -> HttpResponse:
     """A fresh second factor for a sensitive action; then back to where the user was."""
     next_url = safe_next(request, request.POST.get("next") or request.GET.get("next"))
+    ask = step_up_ask(request.POST.get("reason") or request.GET.get("reason"))
     form = TokenForm(request.POST or None)
     status = 200
-    if request.method == "POST" and form.is_valid():
+    codes_count = not ask.accepted or "totp" in ask.accepted
+    if request.method == "POST" and form.is_valid() and not codes_count:
+        # Checked before the code, so a code that would not count is not spent either.
+        _audit(request, "mfa.step_up", outcome="refused",
+               reasons=[{"rule": "factor_not_accepted", "message": ask.sentence}],
+               detail={"factor": "totp", "accepted_factors": sorted(ask.accepted)})
+        form.add_error("otp_token", _("An authenticator app code does not count here. %(sentence)s")
+                       % {"sentence": ask.sentence})
+        status = 403
+    elif request.method == "POST" and form.is_valid():
         result = mfa.verify_second_factor(request.user, form.cleaned_data["otp_token"])
         if result.ok:
             old_key = request.session.session_key
@@ -200,7 +223,8 @@ def step_up_view(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/step_up.html",
                   {"form": form, "next": next_url,
                    "challenge": request.POST.get("challenge") or request.GET.get("challenge", ""),
-                   "reason": step_up_reason(request.POST.get("reason") or request.GET.get("reason"))},
+                   "reason": ask.sentence,
+                   "codes_count": codes_count, "has_passkey": has_passkey(request.user)},
                   status=status)
 
 
