@@ -84,3 +84,24 @@ def test_in_host_mode_a_web_app_is_listed_at_its_own_origin():
     urls = {r["slug"]: r["url"] for r in data["resources"]}
     assert urls["wiki"] == "https://wiki.apps.localhost:8443/"
     assert urls["ops-desktop"] == "https://portal.example:8443/desktop/ops-desktop/"
+
+
+def sign_in_with_code(client, username: str, password: str, code: str):
+    """Password, then ``code`` on the second-factor step; the answer to the code."""
+    assert client.post("/accounts/login/", {"username": username, "password": password}).status_code == 302
+    return client.post("/accounts/mfa/verify/", {"otp_token": code})
+
+
+def test_each_demo_user_gets_backup_codes_that_sign_in_once_and_come_back_on_reseed(client):
+    users = {u["username"]: u for u in seed()["users"]}
+    for user in users.values():
+        assert len(user["backup_codes"]) == 3 and len(set(user["backup_codes"])) == 3
+    alice = users["alice"]
+    code = alice["backup_codes"][0]
+    assert sign_in_with_code(client, "alice", alice["password"], code).status_code == 302
+    client.logout()
+    assert sign_in_with_code(client, "alice", alice["password"], code).status_code != 302, "used once"
+    client.logout()
+    again = {u["username"]: u for u in seed()["users"]}
+    assert again["alice"]["backup_codes"] == alice["backup_codes"]
+    assert sign_in_with_code(client, "alice", alice["password"], code).status_code == 302

@@ -10,10 +10,13 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from portal.accounts.mfa import BACKUP_NAME
 from portal.accounts.roles import ADMIN, AUDITOR, EMPLOYEE, ensure_roles
 from streaming.proxy.origins import app_origin
 
@@ -24,8 +27,11 @@ DEMO_USERS = [
 ]
 
 
+DEMO_BACKUP_CODES = 3  # enough to try one (each works once); a re-seed restores them
+
+
 def demo_secrets(usernames: list[str]) -> dict[str, dict[str, str]]:
-    """Random demo passwords and TOTP keys, made once per install and kept under ``var/``.
+    """Random demo passwords, TOTP keys and backup codes, made once per install, kept under ``var/``.
 
     Nothing secret is in the repository; re-seeding reuses them so an authenticator app
     enrolled with a printed secret keeps working.
@@ -33,12 +39,24 @@ def demo_secrets(usernames: list[str]) -> dict[str, dict[str, str]]:
     path = Path(settings.VAR_DIR) / "demo_secrets.json"
     known = json.loads(path.read_text()) if path.exists() else {}
     for name in usernames:
-        known.setdefault(name, {"password": f"{name}-{secrets.token_urlsafe(12)}",
-                                "totp_key": secrets.token_hex(20)})
+        entry = known.setdefault(name, {"password": f"{name}-{secrets.token_urlsafe(12)}",
+                                        "totp_key": secrets.token_hex(20)})
+        # Files of earlier installs gain codes without losing the enrolled TOTP key.
+        entry.setdefault("backup_codes", [StaticToken.random_token() for _ in range(DEMO_BACKUP_CODES)])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(known, indent=2))
     path.chmod(0o600)
     return known
+
+
+def _set_backup_codes(user: AbstractBaseUser, codes: list[str]) -> None:
+    """Exactly ``codes`` as the user's backup codes: a re-seed gives back the ones tried."""
+    device, _ = StaticDevice.objects.get_or_create(user=user, name=BACKUP_NAME, defaults={"confirmed": True})
+    device.confirmed = True
+    device.throttling_failure_count, device.throttling_failure_timestamp = 0, None
+    device.save()
+    device.token_set.all().delete()
+    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
 
 
 def _seed_resources(base_url: str, targets_file: str | None) -> list[dict[str, str]]:
@@ -100,10 +118,12 @@ class Command(BaseCommand):
             device.throttling_failure_timestamp = None
             device.save()
             TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
+            _set_backup_codes(user, spec["backup_codes"])
             users.append({
                 "username": user.username, "password": spec["password"], "role": spec["role"],
                 "email": user.email,
                 "totp_secret": base64.b32encode(bytes.fromhex(spec["totp_key"])).decode(),
+                "backup_codes": list(spec["backup_codes"]),
             })
         resources = _seed_resources(options["base_url"], options["targets"])
         if options["json"]:
@@ -111,4 +131,5 @@ class Command(BaseCommand):
         else:
             for u in users:
                 self.stdout.write(f"{u['role']:9} {u['username']:8} password={u['password']} "
-                                  f"totp_secret={u['totp_secret']}")
+                                  f"totp_secret={u['totp_secret']} "
+                                  f"backup_codes={','.join(u['backup_codes'])}")
