@@ -1,7 +1,7 @@
 """Direct vs nginx vs portal: the identity-aware proxy's cost, in one run, same concurrency.
 
     .venv/bin/python bench/proxy.py [--upstream echo|datasette] [--connections 16] [--seconds 10]
-                                    [--workers 1] [--rounds 3]
+                                    [--workers 1] [--rounds 3] [--mode host|path]
 
 Starts the upstream, nginx (config generated in a temp dir) and the portal (uvicorn,
 --workers processes, behind-a-TLS-balancer mode: plain HTTP from 127.0.0.1 trusted for
@@ -13,6 +13,11 @@ decision: the first one fully, later ones from the admission cache, see
 docs/decisions/0011) and carries a freshly signed assertion. Uses DATABASE_URL / REDIS_URL
 like the portal does; without DATABASE_URL it makes its own SQLite file in a temp directory,
 so the demo's database is never touched.
+
+``--mode host`` (the default, as the portal runs by default) serves the app on its own origin
+``bench.apps.localhost``: the bench takes the app session through the real hand-off (app origin,
+``/handoff/bench/`` on the portal, ``/.portal/callback``) and wrk sends that Host and cookie.
+``--mode path`` runs the portal with ``PORTAL_APPS_DOMAIN=`` and requests ``/apps/bench/``.
 """
 
 from __future__ import annotations
@@ -117,6 +122,33 @@ def _bench_session(slug: str, upstream: str) -> str:
     return session.session_key
 
 
+def _cookie_from(response, name: str) -> str:
+    for header in response.headers.get_list("set-cookie"):
+        if header.startswith(f"{name}="):
+            return header.split(";", 1)[0].split("=", 1)[1]
+    raise SystemExit(f"no {name} cookie in {response.status_code} {response.headers}")
+
+
+def _app_session(port: int, session_key: str, slug: str) -> dict[str, str]:
+    """The headers of a browser holding ``slug``'s app session, taken through the real hand-off."""
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    base, app_host = f"http://127.0.0.1:{port}", f"{slug}.apps.localhost:{port}"
+    https = {"X-Forwarded-Proto": "https"}
+    first = httpx.get(base + "/", headers={**https, "Host": app_host})
+    state = _cookie_from(first, "__Host-portal-state")
+    to_portal = urlsplit(first.headers["location"])
+    code = httpx.get(f"{base}{to_portal.path}?{to_portal.query}",
+                     headers={**https, "Host": to_portal.netloc, "Cookie": f"sessionid={session_key}"})
+    callback = urlsplit(code.headers["location"])
+    landed = httpx.get(f"{base}{callback.path}?{callback.query}",
+                       headers={**https, "Host": app_host, "Cookie": f"__Host-portal-state={state}"})
+    token = _cookie_from(landed, "__Host-portal-app")
+    return {**https, "Host": app_host, "Cookie": f"__Host-portal-app={token}"}
+
+
 def _profile(slug: str, session_key: str, rounds: int = 300) -> dict[str, float]:
     """Where a request's time goes, measured in this process, per call (ms)."""
     from streaming.proxy.access import GateRequest, admit, keyring
@@ -152,6 +184,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds over the three targets; figures are medians")
+    parser.add_argument("--mode", choices=["host", "path"], default="host",
+                        help="the app on its own origin (host, the default) or under /apps/ (path)")
     parser.add_argument("--workers", type=int, default=1,
                         help="portal (uvicorn) worker processes; more than one needs REDIS_URL")
     args = parser.parse_args()
@@ -178,7 +212,7 @@ def main() -> None:
         if args.upstream == "datasette":
             from streaming.proxy.demo_app import command
 
-            base = "/apps/bench/"
+            base = "/" if args.mode == "host" else "/apps/bench/"
             procs.append(subprocess.Popen(command(tmp / "ds", up_port, base), cwd=ROOT,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             path = "notes/notes?_size=10"
@@ -193,7 +227,8 @@ def main() -> None:
         session_key = _bench_session("bench", upstream)
         procs.append(subprocess.Popen([nginx, "-c", str(_nginx_conf(tmp, nginx_port, up_port)), "-g",
                                        "daemon off;"]))
-        env = {**os.environ, "PORTAL_TRUSTED_PROXIES": "127.0.0.1/32"}
+        env = {**os.environ, "PORTAL_TRUSTED_PROXIES": "127.0.0.1/32",
+               "PORTAL_APPS_DOMAIN": "apps.localhost" if args.mode == "host" else ""}
         procs.append(subprocess.Popen(
             [py, "-m", "uvicorn", "portal.asgi:application", "--http", HTTP_PROTOCOL,
              "--port", str(portal_port), "--log-level",
@@ -203,10 +238,15 @@ def main() -> None:
         portal_headers = {"Cookie": f"sessionid={session_key}", "X-Forwarded-Proto": "https"}
         _wait(f"http://127.0.0.1:{nginx_port}{base}")
         _wait(f"http://127.0.0.1:{portal_port}/healthz", portal_headers)
+        if args.mode == "host":
+            portal_headers = _app_session(portal_port, session_key, "bench")
+            portal_url = f"http://127.0.0.1:{portal_port}/{path}"
+        else:
+            portal_url = f"http://127.0.0.1:{portal_port}/apps/bench/{path}"
         targets = {
             "direct": (f"{upstream}{path}", {}),
             "nginx": (f"http://127.0.0.1:{nginx_port}{base}{path}", {}),
-            "portal": (f"http://127.0.0.1:{portal_port}/apps/bench/{path}", portal_headers),
+            "portal": (portal_url, portal_headers),
         }
         import httpx
 
@@ -236,7 +276,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"upstream={args.upstream} connections={args.connections} seconds={args.seconds} "
-          f"rounds={args.rounds} (medians) "
+          f"rounds={args.rounds} (medians) mode={args.mode} "
           f"portal workers={args.workers} cores={os.cpu_count()} "
           f"db={os.environ['DATABASE_URL'].split(':', 1)[0]} "
           f"redis={'yes' if os.environ.get('REDIS_URL') else 'no'}")

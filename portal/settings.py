@@ -8,6 +8,7 @@ PostgreSQL (psycopg 3, pooled), Redis channels, a Redis cache and Celery on Redi
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dj_database_url
 import structlog
@@ -342,3 +343,15 @@ PORTAL_PROXY_ADMISSION_CACHE_SECONDS = 5.0
 # --- enterprise sign-in (OpenID Connect; docs/decisions/0021-oidc-sso.md) ---
 INSTALLED_APPS += ["portal.sso"]
 PORTAL_OIDC_PROVIDERS = CONFIG.oidc_providers  # PORTAL_OIDC_PROVIDERS: the IdPs the portal trusts
+
+# --- isolated sessions (session hosts and their disposable slots, docs/decisions/0023) ---
+INSTALLED_APPS += ["streaming.isolation"]
+PORTAL_SESSION_HOST_STALE_SECONDS = 10  # a host silent this long gets no new sessions
+PORTAL_SESSION_HOST_SLOTS = 4  # `manage.py session_host` default
+PORTAL_SESSION_SLOT_UID_BASE = 61000  # slot N of a host runs as this uid + N
+PORTAL_SESSION_SLOTS_DIR = Path("/run/zt-portal/slots")  # outside var/: a slot's uid must reach it
+PORTAL_SESSION_SLOT_MEMORY_MB = 2048
+# Desktop images a per-session desktop may run (Resource -> IsolatedDesktop.image).
+PORTAL_SESSION_IMAGES: dict[str, list[str]] = {
+    "terminal": ["xterm", "-maximized", "-fa", "DejaVu Sans Mono", "-fs", "12", "-title", "Ops terminal"],
+}

@@ -52,6 +52,17 @@ def _path_mode_unless_asked(request, settings):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """Each test gets channel layers of its own: a Redis layer's locks belong to the event loop
+    that first used them, and every async test runs in a loop of its own."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
 def _clean_cache():
     """Throttle counters live in the cache (Redis in CI): no test inherits another's."""
     cache.clear()

@@ -48,7 +48,8 @@ def run_portal(env: dict[str, str] | None = None, *, wait_ready: bool = True) ->
     """Start the portal on a free port; yield its base URL (https://127.0.0.1:PORT)."""
     _ensure_tls()
     port = free_port()
-    full_env = {**os.environ, "PORTAL_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    # Path mode unless a test asks for app origins (as the in-process tests, tests/conftest.py).
+    full_env = {**os.environ, "PORTAL_ALLOWED_HOSTS": "127.0.0.1,localhost", "PORTAL_APPS_DOMAIN": "",
                 "DATABASE_URL": database_url_of_test_db(), **(env or {})}
     log = open(ROOT / "var" / f"portal-test-{port}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(

@@ -63,14 +63,16 @@ def _consume_one_time_mfa(user: AbstractBaseUser, session_key: str | None, resou
 
 def authorize(user: AbstractBaseUser, session: Any, client_address: str, resource: Resource,
               action: Action, *, request_id: str = "", device: DeviceInfo | None = None,
-              audit_allows: bool = True, groups: frozenset[str] | None = None) -> Decision:
+              audit_allows: bool = True, groups: frozenset[str] | None = None,
+              via_isolation: bool = False) -> Decision:
     """Decide ``action``; consume a one-time MFA grant it relies on; audit the decision.
 
     ``audit_allows=False`` lets a high-volume enforcement point (the proxy) keep allows in its
     own access records; denials and step-ups always go to the audit chain.
     """
     started = time.perf_counter()
-    inp = gather(user, session, client_address, resource, action, device=device, groups=groups)
+    inp = gather(user, session, client_address, resource, action, device=device, groups=groups,
+                 via_isolation=via_isolation)
     decision = decide(inp)
     if decision.consumed_one_time_mfa and not _consume_one_time_mfa(
             user, getattr(session, "session_key", None), resource, action):

@@ -87,6 +87,8 @@ class GateRequest:
     replay_token: str | None = None
     # A re-check of an open WebSocket: the rate limit was counted when it opened.
     live_recheck: bool = False
+    # From the user's own isolated browser (its app session says so; streaming.isolation).
+    via_isolation: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class Admission:
     hold_body: bool = False
     # (bucket key, rate per minute): a token the caller still has to take (answers from memory)
     bucket: tuple[str, int] | None = None
+    # isolated browsers only: the tier's file-transfer control for what the app sends as a download
+    downloads: str = ""
     # what hold_for_step_up needs to bind the held request to the same decision
     context: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -239,7 +243,8 @@ def admit_from_memory(req: GateRequest) -> Admission | None:
     subject = Subject(username=identity.username, groups=snapshot.groups, is_active=True,
                       mfa_age=None if snapshot.mfa_time is None else max(0.0, now - snapshot.mfa_time))
     decision = decide_in_memory(DecisionInput(subject=subject, device=_NO_DEVICE, zone=zone,
-                                              resource=info, action=action, now=now))
+                                              resource=info, action=action, now=now,
+                                              via_isolation=req.via_isolation))
     if decision.outcome is not Outcome.ALLOW:
         return None
     claims = assertion_claims(identity, issuer=req.issuer, audience=resource.slug, now=now,
@@ -248,7 +253,8 @@ def admit_from_memory(req: GateRequest) -> Admission | None:
     return Admission(Verdict.ALLOW, actor=identity.username, user_id=snapshot.user_id,
                      upstream=resource.upstream,
                      assertion=sign_assertion(keyring().active(), claims), resource_name=resource.name,
-                     bucket=(f"{snapshot.user_id}:{resource.slug}", int(rate)) if rate else None)
+                     bucket=(f"{snapshot.user_id}:{resource.slug}", int(rate)) if rate else None,
+                     downloads=_downloads(req, decision))
 
 
 def admit(req: GateRequest) -> Admission:
@@ -275,7 +281,8 @@ def admit(req: GateRequest) -> Admission:
     action = Action("http", classify(resource, method, path), method, path)
     groups = user_groups(user)  # read once: for the decision and for the assertion
     decision = authorize(user, session, req.client_address, resource, action,
-                         request_id=req.request_id, audit_allows=False, groups=groups)
+                         request_id=req.request_id, audit_allows=False, groups=groups,
+                         via_isolation=req.via_isolation)
 
     if decision.outcome is Outcome.STEP_UP:
         if method in _SAFE or held is not None:
@@ -315,7 +322,12 @@ def admit(req: GateRequest) -> Admission:
                               lifetime=settings.PORTAL_ASSERTION_LIFETIME)
     return Admission(Verdict.ALLOW, actor=actor, user_id=user.pk, upstream=resource.upstream,
                      assertion=sign_assertion(keyring().active(), claims), held=held,
-                     resource_name=resource.name)
+                     resource_name=resource.name, downloads=_downloads(req, decision))
+
+
+def _downloads(req: GateRequest, decision: Decision) -> str:
+    """An isolated browser's file downloads follow the tier's file-transfer control."""
+    return str(decision.obligations.get("file_transfer", "deny")) if req.via_isolation else ""
 
 
 def hold_for_step_up(req: GateRequest, admission: Admission, held: pending.HeldRequest) -> str:

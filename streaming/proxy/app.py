@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -29,11 +30,13 @@ from django.http.request import split_domain_port, validate_host
 from django.template.loader import render_to_string
 from django.test.signals import setting_changed
 
+from portal.audit.chain import record
 from portal.health import DEPENDENCY_ERRORS
 from portal.network import is_trusted, resolve_client_address
 from streaming.proxy import handoff, pending
 from streaming.proxy.access import Admission, GateRequest, Verdict, admit, admit_from_memory, hold_for_step_up
 from streaming.proxy.admission_cache import admission_cache
+from streaming.proxy.downloads import download_name
 from streaming.proxy.headers import (
     HOP_BY_HOP,
     HeaderError,
@@ -311,14 +314,14 @@ class ProxyApp:
                 return
             replay_token = target.upstream_path[len(pending.REPLAY_PREFIX):]
 
-        if app_slug is not None:
-            session_key = await self._app_session_key(scope, app_slug)
-        else:
-            session_key = _session_key(scope)
+        app_session = await self._app_session(scope, app_slug) if app_slug is not None else None
+        session_key = app_session.session_key if app_session else (
+            None if app_slug is not None else _session_key(scope))
         req = GateRequest(
             slug=target.slug, method=ex.method, path=target.path, portal_path=target.portal_path,
             session_key=session_key, client_address=ex.client_address, request_id=ex.request_id,
-            issuer=conf.issuer or ex.portal_origin or f"https://{host}", replay_token=replay_token)
+            issuer=conf.issuer or ex.portal_origin or f"https://{host}", replay_token=replay_token,
+            via_isolation=bool(app_session and app_session.isolated))
         admission = admit_from_memory(req)
         bucket = admission.bucket if admission is not None else None
         if bucket is not None and await limiter().atake(*bucket):
@@ -353,6 +356,9 @@ class ProxyApp:
         elif admission.verdict is Verdict.GONE:
             await self._page(send, ex, 410, "proxy/gone.html", resource=admission.resource_name,
                              app_url=target.prefix)
+        elif admission.verdict is Verdict.ISOLATE and ex.method in _SAFE and not _wants_json(scope):
+            # The tier streams this app: straight to its isolated session (issue 13).
+            await self._redirect(send, ex, f"{ex.portal_origin}/desktop/{target.slug}/", 302)
         else:
             await self._page(send, ex, 403, "proxy/denied.html", resource=admission.resource_name,
                              isolate=admission.verdict is Verdict.ISOLATE, slug=target.slug,
@@ -429,12 +435,35 @@ class ProxyApp:
                              resource=admission.resource_name)
             return
         try:
-            await self._relay(scope, receive, send, ex, response, upstream, target)
+            name = download_name(response.raw_headers) if admission.downloads else None
+            if name is None:
+                await self._relay(scope, receive, send, ex, response, upstream, target)
+            elif admission.downloads == "deny":
+                await self._audit_download(ex, admission, name, "deny")
+                await self._page(send, ex, 403, "proxy/denied.html", decision="deny",
+                                 resource=admission.resource_name,
+                                 heading="Downloads are not allowed here",
+                                 reasons=[{"message": f"The file {name!r} stays in the isolated session: "
+                                                      "this tier allows no file transfer.",
+                                           "remedy": "Ask an admin if you need the file."}])
+            else:
+                tap = hashlib.sha256()
+                await self._relay(scope, receive, send, ex, response, upstream, target, tap=tap)
+                await self._audit_download(ex, admission, name, "allow", size=ex.bytes_out,
+                                           sha256=tap.hexdigest())
         finally:
             response.release()
 
+    async def _audit_download(self, ex: _Exchange, admission: Admission, name: str, outcome: str,
+                              **detail: Any) -> None:
+        await database_sync_to_async(record, thread_sensitive=False)(
+            "isolation.download", outcome=outcome, actor=admission.actor, resource=ex.slug,
+            client_address=ex.client_address, request_id=ex.request_id,
+            detail={"name": name, "path": ex.path[:500], **detail})
+
     async def _relay(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange,
-                     response: UpstreamResponse, upstream: Upstream, target: ProxyPath) -> None:
+                     response: UpstreamResponse, upstream: Upstream, target: ProxyPath,
+                     tap: Any = None) -> None:
         conf = _conf()
         rewrite = ResponseRewrite(upstream.origin, upstream.base_path, _public_prefix(scope, target),
                                   frozenset(conf.portal_cookies))
@@ -455,6 +484,8 @@ class ProxyApp:
                 if gone.is_set():
                     raise _ClientGone
                 ex.bytes_out += len(chunk)
+                if tap is not None:
+                    tap.update(chunk)
                 if length is not None and ex.bytes_out >= length:
                     # The whole announced body: end with this piece (one send less per response).
                     await send({"type": "http.response.body", "body": chunk, "more_body": False})
@@ -472,12 +503,12 @@ class ProxyApp:
 
     # --- an app's own origin: its session, handed over by the portal ------------------
 
-    async def _app_session_key(self, scope: Scope, slug: str) -> str | None:
+    async def _app_session(self, scope: Scope, slug: str) -> handoff.AppSession | None:
         token = _cookie(scope, handoff.APP_COOKIE)
-        known = handoff.remembered_session_key(token, slug)
+        known = handoff.remembered_app_session(token, slug)
         if known is not False:
             return known or None
-        return await database_sync_to_async(handoff.app_session_key, thread_sensitive=False)(token, slug)
+        return await database_sync_to_async(handoff.app_session, thread_sensitive=False)(token, slug)
 
     async def _start_handoff(self, scope: Scope, send: Send, ex: _Exchange, target: ProxyPath,
                              query: str, *, scheme: str, host: str) -> None:
@@ -501,13 +532,18 @@ class ProxyApp:
     async def _reserved(self, scope: Scope, send: Send, ex: _Exchange, target: ProxyPath,
                         query: str, *, scheme: str, host: str) -> None:
         """``/.portal/...`` on an app's origin: answered here, never forwarded."""
-        if target.upstream_path != f"{RESERVED_PREFIX}callback" or ex.method != "GET":
+        isolated = target.upstream_path == f"{RESERVED_PREFIX}isolated"
+        if (target.upstream_path != f"{RESERVED_PREFIX}callback" and not isolated) or ex.method != "GET":
             await self._page(send, ex, 404, "errors/404.html", decision="not_found")
             return
         params = parse_qs(query)
         code = (params.get("code") or [""])[0]
-        redeem = database_sync_to_async(handoff.redeem_code, thread_sensitive=False)
-        redeemed = await redeem(code, slug=target.slug, state=_cookie(scope, handoff.STATE_COOKIE))
+        if isolated:  # the start address of the user's isolated browser (streaming.isolation)
+            redeemed = await database_sync_to_async(handoff.redeem_isolation_code, thread_sensitive=False)(
+                code, slug=target.slug)
+        else:
+            redeem = database_sync_to_async(handoff.redeem_code, thread_sensitive=False)
+            redeemed = await redeem(code, slug=target.slug, state=_cookie(scope, handoff.STATE_COOKIE))
         if redeemed is None:
             await self._page(send, ex, 400, "proxy/bad_request.html", decision="bad_request",
                              problem="this sign-in link for the app was already used, has expired, "

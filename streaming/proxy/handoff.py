@@ -27,12 +27,16 @@ __all__ = [
     "APP_COOKIE",
     "CODE_SECONDS",
     "STATE_COOKIE",
+    "AppSession",
     "Redeemed",
-    "app_session_key",
+    "app_session",
     "issue_code",
+    "issue_isolation_code",
     "new_state",
     "open_app_session",
-    "remembered_session_key",
+    "redeem_code",
+    "redeem_isolation_code",
+    "remembered_app_session",
     "safe_next",
     "valid_state",
 ]
@@ -55,6 +59,15 @@ class Redeemed:
     session_key: str
     user_id: int
     slug: str
+    isolated: bool = False  # for the user's isolated browser in a slot (see issue_isolation_code)
+
+
+@dataclass(frozen=True)
+class AppSession:
+    """What an app cookie names: the portal session, and whether it is an isolated browser's."""
+
+    session_key: str
+    isolated: bool = False
 
 
 def _digest(value: str) -> str:
@@ -93,6 +106,30 @@ def issue_code(*, session_key: str, user_id: int, slug: str, state: str) -> str:
     return code
 
 
+def issue_isolation_code(*, session_key: str, user_id: int, slug: str) -> str:
+    """A one-time code that opens ``slug`` in the user's isolated browser.
+
+    It travels only inside the slot (the kiosk browser's start address), never through the
+    user's own browser, so it needs no state cookie; the app session it opens is marked
+    isolated, which is what lets a stream tier's app answer it (tiers.decision).
+    """
+    code = secrets.token_urlsafe(32)
+    cache.set(_cache_key("isolated", code),
+              {"session": session_key, "user": user_id, "slug": slug}, CODE_SECONDS)
+    return code
+
+
+def redeem_isolation_code(code: str | None, *, slug: str) -> Redeemed | None:
+    """The session an isolation code stands for, once, for ``slug`` only."""
+    if not code or not _TOKEN.match(code):
+        return None
+    key = _cache_key("isolated", code)
+    value = cache.get(key)
+    if value is None or not cache.delete(key) or value["slug"] != slug:
+        return None
+    return Redeemed(session_key=value["session"], user_id=int(value["user"]), slug=slug, isolated=True)
+
+
 def redeem_code(code: str | None, *, slug: str, state: str | None) -> Redeemed | None:
     """The session ``code`` stands for, once: None when unknown, used, expired, for another
     app, or presented without the browser's own state."""
@@ -112,36 +149,38 @@ def redeem_code(code: str | None, *, slug: str, state: str | None) -> Redeemed |
 def open_app_session(redeemed: Redeemed) -> str:
     """A new app-session token for ``redeemed.slug`` naming the portal session."""
     token = secrets.token_urlsafe(32)
-    cache.set(_cache_key("app", token), {"session": redeemed.session_key, "slug": redeemed.slug},
+    cache.set(_cache_key("app", token), {"session": redeemed.session_key, "slug": redeemed.slug,
+                                         "isolated": redeemed.isolated},
               settings.SESSION_COOKIE_AGE)
-    _memo[token] = (redeemed.session_key, redeemed.slug)
+    _memo[token] = (redeemed.slug, AppSession(redeemed.session_key, redeemed.isolated))
     return token
 
 
-# token -> (portal session key, slug). The binding never changes, so a process may keep it;
-# whether the portal session is still good is decided on every request, not here.
-_memo: dict[str, tuple[str, str]] = {}
+# token -> (slug, app session). The binding never changes, so a process may keep it; whether
+# the portal session is still good is decided on every request, not here.
+_memo: dict[str, tuple[str, AppSession]] = {}
 
 
-def remembered_session_key(token: str | None, slug: str) -> str | bool | None:
-    """From memory only: the session key, None (no such app session here), or False when
-    memory does not know and the cache must be asked (:func:`app_session_key`)."""
+def remembered_app_session(token: str | None, slug: str) -> AppSession | bool | None:
+    """From memory only: the app session, None (no such app session here), or False when
+    memory does not know and the cache must be asked (:func:`app_session`)."""
     if not token:
         return None
     known = _memo.get(token)
     if known is None:
         return False
-    return known[0] if known[1] == slug else None
+    return known[1] if known[0] == slug else None
 
 
-def app_session_key(token: str | None, slug: str) -> str | None:
-    """The portal session key the app cookie ``token`` names for ``slug``, or None."""
+def app_session(token: str | None, slug: str) -> AppSession | None:
+    """The app session the app cookie ``token`` names for ``slug``, or None."""
     if not token or not _TOKEN.match(token):
         return None
     value = cache.get(_cache_key("app", token))
     if value is None or value.get("slug") != slug:
         return None
+    found = AppSession(str(value["session"]), bool(value.get("isolated")))
     if len(_memo) >= _MEMO_LIMIT:
         _memo.clear()
-    _memo[token] = (value["session"], slug)
-    return str(value["session"])
+    _memo[token] = (slug, found)
+    return found

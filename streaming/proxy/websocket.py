@@ -58,7 +58,8 @@ from streaming.proxy.app import (
     _public_prefix,
     _session_key,
 )
-from streaming.proxy.handoff import APP_COOKIE, app_session_key
+from streaming.proxy.handoff import APP_COOKIE
+from streaming.proxy.handoff import app_session as find_app_session
 from streaming.proxy.headers import (
     HeaderError,
     check_request_headers,
@@ -239,15 +240,18 @@ class WebSocketProxy:
 
         conf = _conf()
         if app_slug is not None:
-            session_key = await database_sync_to_async(app_session_key, thread_sensitive=False)(
+            app_session = await database_sync_to_async(find_app_session, thread_sensitive=False)(
                 _cookie(scope, APP_COOKIE), app_slug)
+            session_key = app_session.session_key if app_session else None
+            via_isolation = bool(app_session and app_session.isolated)
             issuer = conf.issuer or conf.portal_origin(scheme, host)
         else:
             session_key, issuer = _session_key(scope), conf.issuer or f"https://{host}"
+            via_isolation = False
         req = GateRequest(
             slug=target.slug, method="GET", path=target.path, portal_path=target.portal_path,
             session_key=session_key, client_address=ws.client_address,
-            request_id=ws.request_id, issuer=issuer)
+            request_id=ws.request_id, issuer=issuer, via_isolation=via_isolation)
         admission = await self._gate(req)
         ws.actor = admission.actor
         ws.decision = str(admission.verdict)

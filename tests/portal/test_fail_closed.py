@@ -40,7 +40,7 @@ def test_database_down_an_app_origin_sends_the_browser_to_a_portal_that_allows_n
     from urllib.parse import urlsplit
 
     dead = f"postgres://postgres@127.0.0.1:{free_port()}/nowhere"
-    with run_portal({"DATABASE_URL": dead}) as base:
+    with run_portal({"DATABASE_URL": dead, "PORTAL_APPS_DOMAIN": "apps.localhost"}) as base:
         port = urlsplit(base).port
         context = ssl.create_default_context(cafile=str(TLS_DIR / "ca.pem"))
         context.check_hostname = False

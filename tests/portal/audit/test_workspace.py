@@ -255,7 +255,9 @@ def test_the_auditor_is_never_told_intact_over_events_written_after_the_verifica
     assert "> Intact<" not in body
 
 
-def test_the_auditor_reads_how_often_and_where_the_chain_is_verified_without_redis(auditor_client, trail):
+def test_the_auditor_reads_how_often_and_where_the_chain_is_verified_without_redis(auditor_client, trail,
+                                                                                  settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # no broker: what the embedded default runs on
     verify_and_store()
     body = auditor_client.get("/audit/").content.decode()
     assert "The verification runs every 15 minutes, in the portal process itself" in body
