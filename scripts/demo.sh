@@ -43,6 +43,16 @@ export GUACD_PORT GUACD_HOST=127.0.0.1 GUACD_TLS=1 GUACD_CA_FILE=var/tls/ca.pem
 $PY manage.py verify_audit >/dev/null || echo "WARNING: the audit chain does not verify (manage.py verify_audit)" >&2
 creds=$($PY manage.py seed_demo --json --targets var/demo/services.json --base-url "https://localhost:$PORT")
 
+# Enterprise sign-in: an OpenID Provider (oidc-provider on Node, as in the tests) with one user.
+sso_note="  (No OpenID Provider: Node or node_modules/oidc-provider is missing; run make setup.)"
+if [ -z "${PORTAL_OIDC_PROVIDERS:-}" ] && command -v node >/dev/null && [ -d node_modules/oidc-provider ]; then
+  eval "$($PY scripts/demo_services.py --oidc "$PORT")"
+  NODE_EXTRA_CA_CERTS=var/tls/ca.pem node tests/fixtures/oidc/op.mjs >var/log/oidc-provider.log 2>&1 & pids+=($!)
+  sso_note="  SSO user: 'Sign in with Demo SSO' on the sign-in page, then at the IdP ($OP_URL) sign in
+  as sam (the demo IdP takes any password, and says MFA was done). Sign out at the IdP:
+  $OP_URL/session/end ends sam's portal session too (back-channel logout)."
+fi
+
 if [ -n "${REDIS_URL:-}" ]; then
   .venv/bin/celery -A portal worker --loglevel INFO >var/log/celery-worker.log 2>&1 & pids+=($!)
   .venv/bin/celery -A portal beat --loglevel INFO -s var/celerybeat-schedule >var/log/celery-beat.log 2>&1 & pids+=($!)
@@ -70,6 +80,8 @@ cat <<MSG
   (no app at hand? .venv/bin/python manage.py demo_totp alice prints the current code):
 MSG
 echo "$creds" | $PY scripts/print_demo.py
+echo
+echo "$sso_note"
 echo
 echo "  All of it again as JSON: .venv/bin/python manage.py seed_demo --json    (Ctrl-C stops)"
 # `wait -n` returns when a trapped signal arrives (stop() then exits 0) or when a child has

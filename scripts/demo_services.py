@@ -6,6 +6,7 @@ listens; ``seed_demo --targets`` reads it to catalogue the resources and put the
 the vault. Stops everything on SIGTERM/SIGINT.
 
     .venv/bin/python scripts/demo_services.py [--web-port 8801] [--guacd-port 4822]
+    .venv/bin/python scripts/demo_services.py --oidc PORTAL_PORT   (shell lines for demo.sh's OP)
 """
 
 from __future__ import annotations
@@ -41,11 +42,40 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def oidc_demo(portal_port: int) -> str:
+    """``export`` lines for an OpenID Provider (the tests' oidc-provider) and the portal trusting
+    it: one SSO user, sam, whose IdP says MFA was done; a fresh client secret each start."""
+    import secrets
+    import shlex
+
+    op_port = 8444 if _port_free(8444) and portal_port != 8444 else free_port()
+    issuer, portal = f"http://127.0.0.1:{op_port}", f"https://localhost:{portal_port}"
+    secret = secrets.token_urlsafe(32)
+    client = {"client_id": "portal", "client_secret": secret,
+              "redirect_uris": [f"{portal}/sso/demo/callback/"],
+              "backchannel_logout_uri": f"{portal}/sso/demo/backchannel-logout/",
+              "backchannel_logout_session_required": True, "grant_types": ["authorization_code"],
+              "response_types": ["code"], "post_logout_redirect_uris": [f"{portal}/accounts/login/"]}
+    users = {"sam": {"email": "sam@corp.example", "name": "Sam Sso", "groups": ["staff"],
+                     "amr": ["pwd", "mfa"]}}
+    provider = {"name": "demo", "label": "Demo SSO", "issuer": issuer, "client_id": "portal",
+                "client_secret": secret, "groups": {"staff": ["employee"]}}
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in {
+        "OP_URL": issuer,
+        "OP_CONFIG": json.dumps({"port": op_port, "issuer": issuer, "clients": [client], "users": users}),
+        "PORTAL_OIDC_PROVIDERS": json.dumps([provider]),
+    }.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--web-port", type=int, default=8801)
     parser.add_argument("--guacd-port", type=int, default=4822)
+    parser.add_argument("--oidc", type=int, metavar="PORTAL_PORT", help="print the demo OP's settings")
     args = parser.parse_args()
+    if args.oidc:
+        print(oidc_demo(args.oidc))
+        return
     WORK.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
