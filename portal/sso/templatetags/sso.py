@@ -11,3 +11,11 @@ register = template.Library()
 @register.simple_tag
 def sso_providers() -> tuple[IdentityProvider, ...]:
     return tuple(settings.PORTAL_OIDC_PROVIDERS)
+
+
+@register.simple_tag
+def sso_links_of(person: object) -> list:
+    """The person's SSO links, for the People page (read-only)."""
+    from portal.sso.models import SsoLink
+
+    return list(SsoLink.objects.filter(user=person).order_by("provider", "subject"))

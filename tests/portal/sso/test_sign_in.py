@@ -187,3 +187,15 @@ def test_the_sign_in_page_offers_the_idp(client, corp):
 
 def test_an_unknown_idp_name_is_not_found(client, corp):
     assert client.get("/sso/nobody/login/").status_code == 404
+
+
+def test_an_admin_can_see_a_persons_sso_links_in_the_people_include(client, corp, idp_browser):
+    from django.template.loader import render_to_string
+
+    sso_sign_in(client, idp_browser, "nina")
+    person = SsoLink.objects.get(subject="nina").user
+
+    html = render_to_string("sso/people_links.html", {"person": person})
+
+    assert "Signs in through <strong>corp</strong> as <code>nina</code> (nina@corp.example)" in html
+    assert render_to_string("sso/people_links.html", {"person": UserFactory(username="local")}).strip() == ""
