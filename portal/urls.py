@@ -20,6 +20,8 @@ urlpatterns = [
     path("manage/people/", people.people_view, name="people"),
     path("manage/people/<int:user_id>/lock/", people.lock_view, name="people_lock"),
     path("manage/people/<int:user_id>/unlock/", people.unlock_view, name="people_unlock"),
+    path("manage/people/<int:user_id>/authenticators/<str:kind>/<int:device_id>/revoke/",
+         people.revoke_authenticator_view, name="people_revoke_authenticator"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

@@ -1,6 +1,11 @@
-"""The admins' people page: who has which role, who is locked; lock and unlock."""
+"""The admins' people page: who has which role, who is locked; lock and unlock; each person's
+authenticators (authenticator app, backup codes, passkeys) with revoke."""
 
 from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -8,11 +13,64 @@ from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal.accounts.lockout import LockError, lock_user, unlock_user
 from portal.accounts.roles import ROLE_PERMISSIONS
+from portal.audit.chain import record
+from portal.passkeys.models import PasskeyDevice
 
-__all__ = ["lock_view", "people_view", "unlock_view"]
+__all__ = ["Authenticator", "authenticators_of", "lock_view", "people_view", "revoke_authenticator",
+           "revoke_authenticator_view", "unlock_view"]
+
+# The kinds of authenticator an admin can revoke, and the django-otp model of each.
+_KINDS = {"totp": TOTPDevice, "backup": StaticDevice, "passkey": PasskeyDevice}
+
+
+@dataclass(frozen=True)
+class Authenticator:
+    """One second factor of a person, as the People page lists it."""
+
+    kind: str  # totp | backup | passkey
+    device_id: int
+    label: str
+
+
+def authenticators_of(user_ids: Iterable[int]) -> dict[int, list[Authenticator]]:
+    """Each person's confirmed authenticators (three queries for the whole page)."""
+    found: dict[int, list[Authenticator]] = defaultdict(list)
+    ids = list(user_ids)
+    for device in TOTPDevice.objects.filter(user_id__in=ids, confirmed=True).order_by("id"):
+        found[device.user_id].append(Authenticator("totp", device.pk, "Authenticator app"))
+    for device in StaticDevice.objects.filter(user_id__in=ids, confirmed=True).prefetch_related("token_set"):
+        found[device.user_id].append(Authenticator("backup", device.pk,
+                                                   f"Backup codes ({len(device.token_set.all())} left)"))
+    for device in PasskeyDevice.objects.filter(user_id__in=ids, confirmed=True):
+        found[device.user_id].append(Authenticator("passkey", device.pk, f"Passkey “{device.name}”"))
+    return found
+
+
+def revoke_authenticator(user: object, kind: str, device_id: int, *, by: str, client_address: str = "",
+                         request_id: str = "") -> Authenticator | None:
+    """Remove one authenticator of ``user`` and audit it; None when there is no such one.
+
+    A sign-in verified with it is no longer verified (django-otp finds no device), so that
+    session must confirm again with what is left; with nothing left, the next sign-in enrols anew.
+    """
+    model = _KINDS.get(kind)
+    device = model.objects.filter(pk=device_id, user=user).first() if model else None
+    if device is None:
+        return None
+    revoked = next(a for a in authenticators_of([device.user_id])[device.user_id]
+                   if a.kind == kind and a.device_id == device.pk)
+    device.delete()
+    remaining = len(authenticators_of([device.user_id]).get(device.user_id, []))
+    record("authenticator.revoke", outcome="success", actor=by, client_address=client_address,
+           request_id=request_id,
+           detail={"user": user.get_username(), "kind": kind, "device": revoked.label,
+                   "remaining": remaining})
+    return revoked
 
 
 @require_http_methods(["GET", "HEAD"])
@@ -22,7 +80,10 @@ def people_view(request: HttpRequest) -> HttpResponse:
     users = get_user_model().objects.prefetch_related("groups").order_by("username")
     if query:
         users = users.filter(username__icontains=query)
-    rows = [(u, sorted(g.name for g in u.groups.all() if g.name in ROLE_PERMISSIONS)) for u in users[:500]]
+    people = list(users[:500])
+    factors = authenticators_of(u.pk for u in people)
+    rows = [(u, sorted(g.name for g in u.groups.all() if g.name in ROLE_PERMISSIONS), factors.get(u.pk, []))
+            for u in people]
     return render(request, "accounts/people.html", {"rows": rows, "q": query, "section": "people"})
 
 
@@ -48,4 +109,19 @@ def unlock_view(request: HttpRequest, user_id: int) -> HttpResponse:
     unlock_user(user, by=request.user.get_username(), client_address=request.client_address,
                 request_id=request.request_id)
     messages.success(request, f"{user.get_username()} is unlocked.")
+    return redirect("people")
+
+
+@require_POST
+@permission_required("accounts.manage_sessions", raise_exception=True)
+def revoke_authenticator_view(request: HttpRequest, user_id: int, kind: str, device_id: int) -> HttpResponse:
+    """An admin revokes a lost or compromised authenticator of a person."""
+    user = get_object_or_404(get_user_model(), pk=user_id)
+    revoked = revoke_authenticator(user, kind, device_id, by=request.user.get_username(),
+                                   client_address=request.client_address, request_id=request.request_id)
+    if revoked is None:
+        messages.error(request, "That authenticator is already gone.")
+    else:
+        messages.success(request, f"{revoked.label} of {user.get_username()} revoked; a sign-in "
+                                  "confirmed with it must confirm again.")
     return redirect("people")
