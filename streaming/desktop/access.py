@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from tiers.enforcement import authorize, load_resource, step_up_url
 from tiers.models import Resource
@@ -44,7 +44,8 @@ def control_action(kind: str) -> Action:
 
 
 def visible_desktops(user: AbstractBaseUser) -> QuerySet[Resource]:
-    return visible_to(user).filter(kind__in=STREAM_KINDS)
+    """Desktops and hosts, and web apps whose tier streams them (an isolated browser)."""
+    return visible_to(user).filter(Q(kind__in=STREAM_KINDS) | Q(kind="web", tier__access_mode="stream"))
 
 
 def desktop_for(user: AbstractBaseUser, slug: str) -> Resource | None:

@@ -28,7 +28,9 @@ from streaming.desktop import groups
 from streaming.desktop.guacamole.guacd import tls_context
 from streaming.desktop.models import EndReason, StreamSession, StreamWatch
 from streaming.desktop.parameters import connection_parameters
-from streaming.desktop.vault import secret_for
+from streaming.desktop.vault import TargetSecret, secret_for
+from streaming.isolation import pool
+from streaming.isolation.launches import is_slot_backed, slot_launch
 
 __all__ = [
     "TicketError",
@@ -111,13 +113,29 @@ def redeem_ticket(session_id: str, user: AbstractBaseUser, ticket: str) -> Strea
     return StreamSession.objects.select_related("resource", "user").get(pk=pk)
 
 
-def handshake_parameters(session: StreamSession) -> dict[str, str]:
-    """guacd parameters for ``session``, with the target login opened from the vault."""
+def handshake_parameters(session: StreamSession, *, portal_session_key: str | None = None,
+                         host_header: str = "", server: tuple[str, int] | None = None) -> dict[str, str]:
+    """guacd parameters for ``session``, with the target login opened from the vault, or, for
+    a slot-backed resource, a disposable slot taken for this session alone (its VNC password
+    from the pool). Raises :class:`pool.NoSlotFree` when every slot is taken."""
     resource = session.resource
+    launch = slot_launch(resource, user_id=session.user_id, portal_session_key=portal_session_key,
+                         host_header=host_header, server=server)
+    if launch is not None:
+        lease = pool.acquire(str(session.pk), launch)
+        return connection_parameters(
+            "vnc", f"{lease.address}:{lease.port}", session.obligations,
+            TargetSecret(password=lease.password), session_id=str(session.pk),
+            recordings_dir=Path(settings.PORTAL_RECORDINGS_DIR))
     return connection_parameters(
         resource.kind, resource.upstream, session.obligations, secret_for(resource.pk),
         session_id=str(session.pk), recordings_dir=Path(settings.PORTAL_RECORDINGS_DIR),
     )
+
+
+def guacd_protocol(resource: Any) -> str:
+    """What guacd speaks to the session's target: a slot is always VNC."""
+    return "vnc" if is_slot_backed(resource) else resource.kind
 
 
 def mark_live(session: StreamSession, connection_id: str) -> None:
@@ -150,6 +168,8 @@ def end_session(session_id: uuid.UUID | str, reason: EndReason, message: str, *,
         session.bytes_to_browser = bytes_to_browser
         session.bytes_from_browser = bytes_from_browser
         session.save()
+        # A slot-backed session's slot goes back to its host, to be wiped and made anew.
+        transaction.on_commit(functools.partial(pool.release, str(session.pk)))
         record("desktop.end", outcome=str(reason), actor=ended_by,
                resource=session.resource.slug, client_address=session.client_address,
                reasons=[{"rule": str(reason), "message": message}],

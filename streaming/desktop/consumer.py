@@ -57,6 +57,8 @@ from streaming.desktop.parameters import ParameterError
 from streaming.desktop.reauth import Verdict, reauthorize, reauthorize_watcher
 from streaming.desktop.signins import SIGN_IN_KEY, current_session
 from streaming.desktop.vault import VaultError
+from streaming.isolation import pool
+from streaming.isolation.launches import IsolationUnavailable
 
 __all__ = ["DesktopTunnelConsumer", "Status"]
 
@@ -308,10 +310,21 @@ class DesktopTunnelConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.append(group)
         try:
-            parameters = await database_sync_to_async(broker.handshake_parameters)(self.stream)
+            parameters = await database_sync_to_async(broker.handshake_parameters)(
+                self.stream, portal_session_key=self.scope["session"].session_key,
+                host_header=headers.get(b"host", b"").decode("latin-1"), server=self.scope.get("server"))
+            protocol = await database_sync_to_async(broker.guacd_protocol)(self.stream.resource)
             self.guacd = await open_guacd(
-                settings.GUACD_HOST, settings.GUACD_PORT, protocol=self.stream.resource.kind,
+                settings.GUACD_HOST, settings.GUACD_PORT, protocol=protocol,
                 parameters=parameters, screen=screen, tls=broker.guacd_tls())
+        except pool.NoSlotFree as exc:
+            await self._end(EndReason.GUACD_ERROR, "Every isolated desktop is in use right now "
+                            f"({exc.state.in_use} of {exc.state.total}). Try again in a minute.",
+                            by="portal")
+            return
+        except IsolationUnavailable as exc:
+            await self._end(EndReason.GUACD_ERROR, f"This app cannot be isolated here: {exc}.", by="portal")
+            return
         except (GuacdError, VaultError, ParameterError) as exc:
             log.warning("desktop.guacd_failed", session=str(self.stream.pk), error=str(exc))
             await self._end(EndReason.GUACD_ERROR, "The desktop service cannot be reached right now. "

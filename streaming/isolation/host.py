@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import close_old_connections
+from django.db.models import F
 from django.utils import timezone
 
 from streaming.desktop.vault import TargetSecret, seal
@@ -131,6 +132,14 @@ class _Running:
     limits: _Limits
     servers: list[Any] = field(default_factory=list)
     egress: Egress | None = None
+
+
+async def _spawn(argv: list[str], limits: _Limits) -> subprocess.Popen[bytes]:
+    """Start a slot from the bridges' thread, which lives as long as the host: bubblewrap's
+    --die-with-parent follows the thread that forked it, not the process."""
+    return subprocess.Popen(argv, preexec_fn=limits.enter,  # noqa: S603 - our own argv, no shell
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 class SessionHostRunner:
@@ -242,9 +251,7 @@ class SessionHostRunner:
             os.chmod(path, 0o400)
         os.chown(layout.directory, layout.uid, layout.uid)
         limits = _Limits(f"{self.name}-{index}", self.memory_mb, self.pids_max)
-        process = subprocess.Popen(bwrap_argv(layout), preexec_fn=limits.enter,  # noqa: S603
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        process = asyncio.run_coroutine_threadsafe(_spawn(bwrap_argv(layout), limits), self.loop).result(10)
         running = _Running(index, layout, process, limits)
         self.running[index] = running
         socket_path = layout.directory / "vnc.sock"
@@ -259,9 +266,7 @@ class SessionHostRunner:
         running.servers.append(server)
         Slot.objects.filter(host=self.host, index=index).update(
             state=Slot.State.READY, port=port, sealed_password=seal(TargetSecret(password=password)),
-            session_id="", launch={}, launched=False, assigned_at=None,
-            generation=Slot.objects.filter(host=self.host, index=index).values_list(
-                "generation", flat=True).first() + 1)
+            session_id="", launch={}, launched=False, assigned_at=None, generation=F("generation") + 1)
         self.warm_seconds.append(time.monotonic() - started)
 
     def _launch(self, slot: Slot) -> None:

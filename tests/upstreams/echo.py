@@ -11,6 +11,9 @@ what crossed the wire from the portal. Routes:
 - ``/hostile``: an HTML page whose script attacks the portal (origin-isolation tests): reads
   ``/manage/people/`` same-origin and on the portal's origin with credentials, posts the lock
   form to the portal, and leaves what it got in ``window.__probe``
+- ``/isolated/``: an HTML page (with ``ISOLATION-MARKER`` in it) that downloads
+  ``/isolated/report.csv`` (an attachment) a moment after it loads; ``/log`` lists every request
+  under ``/isolated/`` with the ``X-Portal-Assertion`` it carried (what an isolated browser did)
 - ``/hits``: how many requests reached this server (anonymous requests must not), and the
   close code and reason of the last WebSocket the portal closed
 - a WebSocket on any path: accepts with the first subprotocol offered, echoes text and binary
@@ -26,6 +29,11 @@ import json
 from urllib.parse import parse_qs
 
 HITS: dict = {"count": 0, "websockets": 0, "last_close": None}
+LOG: list[dict] = []
+
+ISOLATED_PAGE = b"""<!doctype html><title>Board</title>
+<meta http-equiv="refresh" content="1;url=report.csv">
+<h1 style="font-size:64px">ISOLATION-MARKER board</h1><p>Quarterly numbers, for your eyes only.</p>"""
 
 HOSTILE_PAGE = b"""<!doctype html><title>loading</title><script>
 (async () => {
@@ -87,6 +95,19 @@ async def app(scope, receive, send):
         await _reply(send, 200, json.dumps(HITS).encode())
         return
     HITS["count"] += 1
+    if path.endswith("/log"):
+        await _reply(send, 200, json.dumps(LOG).encode())
+        return
+    if "/isolated/" in path:
+        await _read(receive)
+        headers = dict(scope["headers"])
+        LOG.append({"path": path, "assertion": headers.get(b"x-portal-assertion", b"").decode()})
+        if path.endswith("report.csv"):
+            await _reply(send, 200, b"quarter,amount\nq1,5\n", [
+                (b"content-disposition", b'attachment; filename="report.csv"')], content_type=b"text/csv")
+        else:
+            await _reply(send, 200, ISOLATED_PAGE, content_type=b"text/html; charset=utf-8")
+        return
     if path.endswith("/hostile"):
         await _read(receive)
         await _reply(send, 200, HOSTILE_PAGE, content_type=b"text/html; charset=utf-8")
