@@ -12,6 +12,12 @@ command -v xterm >/dev/null 2>&1 || need+=(xterm)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+# Isolated sessions: slots are bubblewrap sandboxes with a minimal window manager; socat is the
+# isolated browser's one door out; the slot tests probe from inside with python3.
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+command -v matchbox-window-manager >/dev/null 2>&1 || need+=(matchbox-window-manager)
+command -v socat >/dev/null 2>&1 || need+=(socat)
+[ -x /usr/bin/python3 ] || need+=(python3)
 command -v guacd >/dev/null 2>&1 || [ -x /usr/sbin/guacd ] || need_guacd=1
 # The RDP target (FreeRDP's shadow server sharing an Xvfb desktop) must use the same FreeRDP
 # as guacd's RDP plugin, so it comes from bullseye too.
