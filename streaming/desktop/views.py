@@ -19,6 +19,8 @@ from portal.accounts import mfa
 from portal.audit.chain import record_request
 from streaming.desktop import access, broker, groups, live, signins
 from streaming.desktop.models import StreamSession
+from streaming.isolation import pool
+from streaming.isolation.launches import is_slot_backed
 
 __all__ = ["desktop_view", "kill_view", "live_sessions_view", "step_up_view", "watch_view"]
 
@@ -39,6 +41,13 @@ def desktop_view(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "desktop/denied.html",
                       {"resource": resource, "reasons": decision.reasons, "denial": decision.denial},
                       status=403)
+    if is_slot_backed(resource):
+        state = pool.pool_state()
+        if state.busy:  # a clear page, never an error: how busy, and it tries again by itself
+            response = render(request, "desktop/busy.html", {"resource": resource, "state": state},
+                              status=503)
+            response["Retry-After"] = "15"
+            return response
     signins.bind(request.session, request.user)  # the tunnel follows this sign-in across step-ups
     stream, ticket = broker.issue_session(request.user, resource, dict(decision.obligations),
                                          request.client_address)

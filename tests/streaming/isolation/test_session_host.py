@@ -78,3 +78,39 @@ def test_at_session_end_every_process_and_file_of_the_slot_is_gone(session_host)
     old_processes = set(processes_of(layout.uid))
     assert not old_processes & {session_host.running[slot.index].process.pid} or True
     assert not (layout.directory / "launch.sh").exists()
+
+
+def test_with_every_slot_taken_the_desktop_page_says_how_busy_and_retries(session_host, signed_in_employee,
+                                                                          client):
+    from django.contrib.auth.models import Group
+
+    from streaming.isolation.models import IsolatedDesktop
+    from tiers.models import Resource, Tier
+
+    tier = Tier.objects.create(name="high", rank=20, access_mode="stream", mfa_sensitive=300)
+    resource = Resource.objects.create(slug="ops-term", name="Ops terminal", kind="vnc", upstream="slot",
+                                       tier=tier)
+    resource.allowed_groups.add(Group.objects.get(name="employee"))
+    IsolatedDesktop.objects.create(resource=resource, image="terminal")
+    pool.acquire("session-a", {"kind": "image", "image": "terminal"})
+    pool.acquire("session-b", {"kind": "image", "image": "terminal"})
+    busy = client.get("/desktop/ops-term/")
+    assert busy.status_code == 503 and busy["Retry-After"] == "15"
+    assert "Every isolated desktop is in use" in busy.content.decode()
+    assert "all 2 are taken" in busy.content.decode()
+
+
+def test_without_a_session_host_the_desktop_page_says_whom_to_tell(signed_in_employee, client):
+    from django.contrib.auth.models import Group
+
+    from streaming.isolation.models import IsolatedDesktop
+    from tiers.models import Resource, Tier
+
+    tier = Tier.objects.create(name="high", rank=20, access_mode="stream", mfa_sensitive=300)
+    resource = Resource.objects.create(slug="ops-term", name="Ops terminal", kind="vnc", upstream="slot",
+                                       tier=tier)
+    resource.allowed_groups.add(Group.objects.get(name="employee"))
+    IsolatedDesktop.objects.create(resource=resource, image="terminal")
+    page = client.get("/desktop/ops-term/")
+    assert page.status_code == 503
+    assert "no session host is running" in page.content.decode()
