@@ -43,6 +43,17 @@ export GUACD_PORT GUACD_HOST=127.0.0.1 GUACD_TLS=1 GUACD_CA_FILE=var/tls/ca.pem
 $PY manage.py verify_audit >/dev/null || echo "WARNING: the audit chain does not verify (manage.py verify_audit)" >&2
 creds=$($PY manage.py seed_demo --json --targets var/demo/services.json --base-url "https://localhost:$PORT")
 
+# Isolated sessions: a session host keeps disposable slots (bubblewrap sandboxes, each with its
+# own X and VNC server); the Ops desktop runs a fresh terminal per session in one, and a web
+# app re-tagged to a stream tier opens as an isolated browser there.
+iso_note="  (No session host: it needs root and bubblewrap; the Ops desktop stays the shared demo desktop.)"
+if [ "$(id -u)" = 0 ] && command -v bwrap >/dev/null; then
+  $PY manage.py session_host --name demo --slots "${DEMO_SLOTS:-3}" >var/log/session-host.log 2>&1 & pids+=($!)
+  $PY manage.py isolated_desktop ops-desktop terminal >/dev/null
+  iso_note="  Isolated sessions: a session host keeps ${DEMO_SLOTS:-3} disposable desktops (log: var/log/session-host.log);
+  Ops desktop opens a fresh terminal per session. Re-tag the wiki to high to open it as an isolated browser."
+fi
+
 # Enterprise sign-in: an OpenID Provider (oidc-provider on Node, as in the tests) with one user.
 sso_note="  (No OpenID Provider: Node or node_modules/oidc-provider is missing; run make setup.)"
 if [ -z "${PORTAL_OIDC_PROVIDERS:-}" ] && command -v node >/dev/null && [ -d node_modules/oidc-provider ]; then
@@ -82,6 +93,7 @@ MSG
 echo "$creds" | $PY scripts/print_demo.py
 echo
 echo "$sso_note"
+echo "$iso_note"
 echo
 echo "  All of it again as JSON: .venv/bin/python manage.py seed_demo --json    (Ctrl-C stops)"
 # `wait -n` returns when a trapped signal arrives (stop() then exits 0) or when a child has

@@ -35,6 +35,14 @@ from streaming.proxy.demo_app import command as datasette_command  # noqa: E402
 WORK = ROOT / "var" / "demo"
 
 
+def _instance_account() -> str:
+    """``portal-demo-<id>``, the id made once per checkout (var/demo/instance)."""
+    marker = WORK / "instance"
+    if not marker.exists():
+        marker.write_text(os.urandom(3).hex())
+    return f"portal-demo-{marker.read_text().strip()}"
+
+
 def _port_free(port: int) -> bool:
     import socket
 
@@ -98,7 +106,9 @@ def main() -> None:
                                    tls=(tls / "server.pem", tls / "server-key.pem")))
         vnc = start_vnc_target(WORK / "vnc")
         handles.append(vnc)
-        ssh = start_ssh_target(WORK / "ssh")
+        # An account of this demo's own: a second demo (or a test run) on the machine keeps its own
+        # password, so starting one never breaks another's SSH resource.
+        ssh = start_ssh_target(WORK / "ssh", username=_instance_account())
         handles.append(ssh)
         state = {
             "web": f"http://127.0.0.1:{web_port}{base}",

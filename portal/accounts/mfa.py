@@ -158,7 +158,10 @@ def mark_mfa(request: HttpRequest, device: TOTPDevice | StaticDevice) -> None:
     request.session.cycle_key()
     django_otp.login(request, device)
     request.session[MFA_TIME_KEY] = int(time.time())
-    request.session[AMR_KEY] = list(DEFAULT_AMR)
+    # A federated sign-in keeps what the IdP said and gains "otp"; otherwise password and code.
+    earlier = list(request.session.get(AMR_KEY) or [])
+    request.session[AMR_KEY] = ([*earlier, "otp"] if "fed" in earlier and "otp" not in earlier
+                                else earlier if "fed" in earlier else list(DEFAULT_AMR))
 
 
 def mfa_age(request: HttpRequest) -> float | None:
