@@ -85,7 +85,8 @@ def step_up_view(request: HttpRequest, slug: str, session_id: str) -> JsonRespon
 @require_GET
 def live_sessions_view(request: HttpRequest) -> HttpResponse:
     """Every live desktop session, newest first, with a kill button (or "ending" once killed)."""
-    return render(request, "desktop/live_sessions.html", {"sessions": live.live_sessions()})
+    return render(request, "desktop/live_sessions.html", {
+        "sessions": live.live_sessions(), "hosts": pool.hosts_for_admins(), "pool": pool.pool_state()})
 
 
 @never_cache

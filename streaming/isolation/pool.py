@@ -18,7 +18,8 @@ from django.utils import timezone
 from streaming.desktop.vault import open_secret
 from streaming.isolation.models import SessionHost, Slot
 
-__all__ = ["Lease", "NoSlotFree", "PoolState", "acquire", "pool_state", "release"]
+__all__ = ["HostView", "Lease", "NoSlotFree", "PoolState", "acquire", "hosts_for_admins", "pool_state",
+           "release"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,20 @@ def release(session_id: str) -> int:
     """The session is over: its slot goes back to its host to be wiped and made anew."""
     return Slot.objects.filter(session_id=session_id, state=Slot.State.ASSIGNED).update(
         state=Slot.State.RELEASED)
+
+
+@dataclass(frozen=True)
+class HostView:
+    """One session host as an admin sees it on Live sessions."""
+
+    name: str
+    address: str
+    alive: bool
+    heartbeat_at: Any
+    slots: tuple[Any, ...]
+
+
+def hosts_for_admins() -> list[HostView]:
+    """Every registered session host with its slots (state, session), for Live sessions."""
+    hosts = SessionHost.objects.prefetch_related("slots").order_by("name")
+    return [HostView(h.name, h.address, h.alive, h.heartbeat_at, tuple(h.slots.all())) for h in hosts]

@@ -114,3 +114,17 @@ def test_without_a_session_host_the_desktop_page_says_whom_to_tell(signed_in_emp
     page = client.get("/desktop/ops-term/")
     assert page.status_code == 503
     assert "no session host is running" in page.content.decode()
+
+
+def test_admins_see_hosts_slots_and_their_state_on_live_sessions(session_host, client):
+    from tests.conftest import sign_in
+    from tests.factories import UserFactory, enrol_totp
+
+    admin = UserFactory(username="ada", role="admin")
+    admin.totp = enrol_totp(admin)
+    sign_in(client, admin)
+    pool.acquire("session-a", {"kind": "image", "image": "terminal"})
+    page = client.get("/desktop/-/live/").content.decode()
+    assert f'data-host="{session_host.name}"' in page
+    assert 'data-slot-state="assigned"' in page and 'data-slot-state="ready"' in page
+    assert "1 ready, 1 in use" in page
