@@ -42,9 +42,24 @@ from tiers.types import (
 )
 
 __all__ = [
-    "AppCard", "Simulation", "TierGroup", "app_groups", "catalog_resources", "entry_point",
-    "human_seconds", "note_tier_change", "open_action", "render_denial", "render_unavailable", "retag",
-    "seconds_ago", "simulate", "simulation_summary", "tier_rules", "update_tier",
+    "AppCard",
+    "Simulation",
+    "TierGroup",
+    "app_groups",
+    "catalog_resources",
+    "entry_point",
+    "human_seconds",
+    "live_effect",
+    "note_tier_change",
+    "open_action",
+    "render_denial",
+    "render_unavailable",
+    "retag",
+    "seconds_ago",
+    "simulate",
+    "simulation_summary",
+    "tier_rules",
+    "update_tier",
 ]
 
 # Short words for the rule that stopped a preview, as a card can show them.
@@ -351,3 +366,19 @@ def simulation_summary(sim: Simulation) -> Sequence[tuple[str, str]]:
         ("Risk score", f"{inp.risk_score:.2f}"),
         ("Evaluated at", datetime.fromtimestamp(inp.now, tz=UTC).isoformat(timespec="seconds")),
     ]
+
+
+def live_effect(resource: Resource, target: Tier) -> str:
+    """What moving ``resource`` to ``target`` does to the sessions open on it right now (the
+    change is pushed to every enforcement point: streaming/proxy/signals.py, desktop re-checks)."""
+    name, now, then = resource.name, resource.tier.access_mode, target.access_mode
+    if then == "deny":
+        return f"Every live session of {name} ends within seconds."
+    if resource.kind == "web" and now != "stream" and then == "stream":
+        return (f"People using {name} right now are sent to an isolated desktop at their next request; "
+                "its open WebSockets close within seconds.")
+    if resource.kind == "web" and now == "stream" and then != "stream":
+        return (f"Isolated sessions of {name} end at their next re-check (within 30 s); "
+                "people open it directly again.")
+    return (f"Live sessions of {name} are checked again under {target.name}'s rules; "
+            "any it does not allow end.")

@@ -29,7 +29,7 @@ from tiers.forms import (
     TierForm,
 )
 from tiers.jit import Origin
-from tiers.models import AccessGrant, AccessRequest, PolicyChangeRequest, Resource, Tier
+from tiers.models import AccessGrant, AccessRequest, PolicyChangeRequest, Resource, Tier, TierChange
 from tiers.pages import render_denial, render_unavailable
 from tiers.types import Action, ActionClass
 
@@ -162,12 +162,23 @@ def manage_resources(request: HttpRequest) -> HttpResponse:
     if outcome.moved or not outcome.held:
         messages.success(request, f"Moved {len(outcome.moved)} resource(s) to {tier.name}."
                          + (f" {outcome.unchanged} already had that tier." if outcome.unchanged else ""))
+    for change in outcome.moved:
+        messages.info(request, pages.live_effect(_as_before(change), tier))
     if outcome.held:
         messages.warning(request, _held_message(outcome.held))
     if request.POST.get("return_to") == "resource" and len(form.cleaned_data["resources"]) == 1:
         return redirect("manage:resource", slug=form.cleaned_data["resources"][0].slug)
     back = query.urlencode()
     return HttpResponseRedirect(reverse("manage:resources") + (f"?{back}" if back else ""))
+
+
+def _as_before(change: TierChange) -> Resource:
+    """The moved resource as it was before the move (for what the move does to live sessions)."""
+    resource = Resource.objects.select_related("tier").get(pk=change.resource_id)
+    before = Tier.objects.filter(name=change.from_tier).first()
+    if before is not None:
+        resource.tier = before
+    return resource
 
 
 @permission_or_404(CATALOG_PERMISSION)
@@ -184,6 +195,8 @@ def manage_resource(request: HttpRequest, slug: str) -> HttpResponse:
         "resource": resource, "history": resource.tier_changes.all(),
         "retag_form": retag_form,
         "lowering": lowering, "tiers": Tier.objects.all(), "entry": pages.entry_point(resource),
+        "effects": [(t.name, pages.live_effect(resource, t))
+                    for t in Tier.objects.exclude(pk=resource.tier_id)],
         "pending": policy_changes.pending_changes().filter(resource=resource),
     })
 

@@ -255,3 +255,19 @@ def test_a_tier_move_in_the_django_admin_is_kept_in_history(catalog, rf):
     change = TierChange.objects.get()
     assert (change.from_tier, change.to_tier, change.changed_by) == ("low", "high", "ada")
     assert AuditEvent.objects.get(action="catalog.retag").client_address == "10.0.0.1"
+
+
+def test_the_resource_page_says_what_a_move_does_to_live_sessions(catalog):
+    from tests.tiers.factories import ResourceFactory
+    from tiers.models import Tier
+    from tiers.pages import live_effect
+
+    low = Tier.objects.create(name="lowx", rank=1, access_mode="proxy")
+    high = Tier.objects.create(name="highx", rank=30, access_mode="stream")
+    wiki = ResourceFactory(slug="wikix", name="Wikix", kind="web", upstream="http://127.0.0.1:9/", tier=low)
+    assert "sent to an isolated desktop at their next request" in live_effect(wiki, high)
+    wiki.tier = high
+    assert "Isolated sessions of Wikix end at their next re-check" in live_effect(wiki, low)
+    wiki.tier = low
+    page = client_for(person("ada", "admin")).get("/manage/resources/wikix/").content.decode()
+    assert "What a move does to live sessions" in page and "To highx:" in page
