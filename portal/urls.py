@@ -16,7 +16,7 @@ urlpatterns = [
     # the throttle and the audit trail.
     path("admin/login/", account_views.admin_login_view, name="admin_login"),
     path("admin/", admin.site.urls),
-    path("audit/", include("portal.audit.urls")),
+    path("audit/", include("portal.auditor.urls")),
     path("manage/people/", people.people_view, name="people"),
     path("manage/people/<int:user_id>/lock/", people.lock_view, name="people_lock"),
     path("manage/people/<int:user_id>/unlock/", people.unlock_view, name="people_unlock"),

@@ -7,7 +7,4 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit trail"
 
     def ready(self) -> None:
-        from portal.audit import (
-            signals,  # noqa: F401 - connects the admin-change receiver
-            views,  # noqa: F401 - registers the live desktop sessions panel
-        )
+        from portal.audit import signals  # noqa: F401 - connects the admin-change receiver

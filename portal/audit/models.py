@@ -64,7 +64,7 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["actor", "time"]), models.Index(fields=["resource", "time"]),
             # The auditor's search filters on one column and pages newest first by time
-            # (portal/audit/search.py); one (column, time) index per filter keeps a page of
+            # (portal/auditor/search.py); one (column, time) index per filter keeps a page of
             # a million-event trail an index range scan. Free text has a trigram index on
             # PostgreSQL (migration 0004).
             models.Index(fields=["outcome", "time"], name="audit_outcome_time_idx"),

@@ -25,8 +25,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from portal.audit.exports import ocsf_event
 from portal.audit.models import AuditEvent, SiemCursor
+from portal.audit.ocsf import ocsf_event
 
 __all__ = [
     "Destination", "ForwardResult", "SiemUnavailable", "SyslogDestination", "WebhookDestination",

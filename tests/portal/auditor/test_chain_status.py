@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from portal.audit.status import ChainState, chain_status
+from portal.auditor.status import ChainState, chain_status
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 FIFTEEN_MINUTES = 900.0

@@ -11,10 +11,10 @@ from django.utils import timezone
 
 from portal.audit.chain import record
 from portal.audit.models import AuditEvent, ChainVerification
-from portal.audit.search import AuditFilter, filter_events, search_page
 from portal.audit.tasks import verify_and_store
+from portal.auditor.search import AuditFilter, filter_events, search_page
 from tests.conftest import sign_in
-from tests.portal.audit.conftest import person
+from tests.portal.auditor.conftest import person
 
 pytestmark = pytest.mark.django_db
 
@@ -283,7 +283,7 @@ def test_front_page_lists_the_latest_events(auditor_client, trail):
 
 
 def test_other_features_add_front_page_sections_only_when_they_have_data(auditor_client, tmp_path, settings):
-    from portal.audit import views
+    from portal.auditor import views
 
     (tmp_path / "live.html").write_text("<section><h2>Live desktop sessions</h2>{{ section.count }} open</section>")
     settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [*settings.TEMPLATES[0]["DIRS"], tmp_path]}]

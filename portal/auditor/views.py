@@ -4,8 +4,8 @@ Only holders of ``accounts.view_audit`` (the auditor role) get in; anyone else g
 the refusal is itself written to the trail (``audit.forbidden``). Every page and every
 export writes its own event (``audit.view`` / ``audit.export``) before it shows anything:
 reading the trail leaves a trace in it. There are only GET views: nothing here changes the
-trail. Views translate; the work is in :mod:`~portal.audit.search`,
-:mod:`~portal.audit.exports`, :mod:`~portal.audit.sessions` and :mod:`~portal.audit.recordings`.
+trail. Views translate; the work is in :mod:`~portal.auditor.search`,
+:mod:`~portal.auditor.exports`, :mod:`~portal.auditor.sessions` and :mod:`~portal.auditor.recordings`.
 Playing a recording writes ``audit.playback`` once per player page (not per range request).
 """
 
@@ -38,9 +38,11 @@ from django.utils import timezone
 from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 
-from portal.audit import sessions as session_log
 from portal.audit.chain import GENESIS, canonical_content, event_hash, record_request
-from portal.audit.exports import (
+from portal.audit.models import AuditEvent, ChainVerification, SiemCursor
+from portal.audit.scheduler import scheduler_wanted
+from portal.auditor import sessions as session_log
+from portal.auditor.exports import (
     ChainHeadAt,
     chain_head,
     content_digest,
@@ -49,11 +51,9 @@ from portal.audit.exports import (
     jsonl_lines,
     manifest,
 )
-from portal.audit.models import AuditEvent, ChainVerification, SiemCursor
-from portal.audit.recordings import recording_path as recording_file_path
-from portal.audit.recordings import recording_response
-from portal.audit.scheduler import scheduler_wanted
-from portal.audit.search import (
+from portal.auditor.recordings import recording_path as recording_file_path
+from portal.auditor.recordings import recording_response
+from portal.auditor.search import (
     KNOWN_ACTIONS,
     KNOWN_OUTCOMES,
     AuditFilter,
@@ -63,7 +63,7 @@ from portal.audit.search import (
     filter_events,
     search_page,
 )
-from portal.audit.status import chain_status
+from portal.auditor.status import chain_status
 
 __all__ = [
     "VIEW_AUDIT", "WorkspaceSection", "desktop_session", "event_detail", "events", "export",

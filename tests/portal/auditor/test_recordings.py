@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from portal.audit.models import AuditEvent
-from portal.audit.recordings import (
+from portal.auditor.recordings import (
     ByteRange,
     RangeNotSatisfiable,
     RecordingResponse,
@@ -21,7 +21,7 @@ from portal.audit.recordings import (
 )
 from streaming.desktop.models import StreamSession
 from tests.conftest import sign_in
-from tests.portal.audit.conftest import person
+from tests.portal.auditor.conftest import person
 from tiers.models import Resource, Tier
 
 pytestmark = pytest.mark.django_db
@@ -190,7 +190,7 @@ def test_no_recording_on_disk_is_404(auditor_client, stream, recordings):
 
 
 def test_under_asgi_the_file_is_read_block_by_block(recordings):
-    from portal.audit.recordings import recording_response
+    from portal.auditor.recordings import recording_response
 
     path = recordings / "big"
     path.write_bytes(os.urandom(700_000))

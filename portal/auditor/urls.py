@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from portal.audit import views
+from portal.auditor import views
 
 app_name = "audit"
 

@@ -12,10 +12,11 @@ from asgiref.sync import async_to_sync
 from django.http import StreamingHttpResponse
 from django.test import AsyncRequestFactory
 
-from portal.audit import views
 from portal.audit.chain import record
-from portal.audit.exports import CSV_COLUMNS, ocsf_event
 from portal.audit.models import AuditEvent, ChainHead
+from portal.audit.ocsf import ocsf_event
+from portal.auditor import views
+from portal.auditor.exports import CSV_COLUMNS
 
 pytestmark = pytest.mark.django_db
 

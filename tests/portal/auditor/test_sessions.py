@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from portal.audit.chain import record
 from portal.audit.models import AuditEvent
-from portal.audit.sessions import (
+from portal.auditor.sessions import (
     AccessRow,
     SessionFilter,
     format_duration,
@@ -24,7 +24,7 @@ from portal.audit.sessions import (
 from streaming.desktop.models import StreamSession
 from streaming.proxy.models import AccessRecord
 from tests.conftest import sign_in
-from tests.portal.audit.conftest import person
+from tests.portal.auditor.conftest import person
 from tiers.models import Resource, Tier
 
 pytestmark = pytest.mark.django_db
@@ -244,7 +244,7 @@ def test_an_ssh_typescript_is_shown_as_escaped_searchable_text_with_a_cap(audito
     stream = stream_session(employee, desktop)
     text = "erin@host:~$ echo <script>alert(1)</script>\r\n\x1b[01;32mgreen\x1b[0m done\r\n" + "x" * 400
     (tmp_path / f"{stream.pk}.typescript").write_bytes(text.encode())
-    monkeypatch.setattr("portal.audit.sessions.TYPESCRIPT_LIMIT", 100)
+    monkeypatch.setattr("portal.auditor.sessions.TYPESCRIPT_LIMIT", 100)
     body = auditor_client.get(f"/audit/sessions/desktop/{stream.pk}/").content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<script>alert" not in body
     assert "green done" in body and "\x1b" not in body
