@@ -296,7 +296,7 @@ CELERY_BEAT_SCHEDULE.update({
                            "schedule": 15 * 60.0, "options": {"expires": 14 * 60}},
     "audit-forward-to-siem": {"task": "portal.audit.tasks.forward_events_to_siem",
                               "schedule": 30.0, "options": {"expires": 25}},
-    "audit-expire-grants": {"task": "portal.audit.tasks.expire_grants",
+    "audit-expire-grants": {"task": "tiers.tasks.expire_grants",
                             "schedule": 60.0, "options": {"expires": 55}},
     "audit-retention": {"task": "portal.audit.tasks.apply_retention_policy",
                         "schedule": 3600.0, "options": {"expires": 3000}},

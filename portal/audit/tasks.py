@@ -1,7 +1,7 @@
-"""Background jobs of the audit trail: verify the chain, forward to the SIEM, expire grants.
+"""Background jobs of the audit trail: verify the chain, forward to the SIEM, run retention.
 
-The work is in plain functions (:func:`verify_and_store`, :func:`expire_due_grants`,
-:func:`portal.audit.siem.forward_all`); the Celery tasks only call them, retry with backoff
+The work is in plain functions (:func:`verify_and_store`, :func:`portal.audit.siem.forward_all`,
+:func:`portal.audit.retention.apply_retention`); the Celery tasks only call them, retry with backoff
 when a dependency is down, and are safe to run twice (STYLE.md, convention 12). Beat runs
 them (``CELERY_BEAT_SCHEDULE`` in settings, entries expire).
 """
@@ -12,22 +12,20 @@ import time
 from typing import Any
 
 from celery import shared_task
-from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import DatabaseError
 from django.utils import timezone
 
 from portal.audit.chain import record, verify_chain
-from portal.audit.models import ChainVerification, GrantExpiryNotice
+from portal.audit.models import ChainVerification
+from portal.audit.retention import apply_retention
 from portal.audit.siem import SiemUnavailable, forward_all
 
 __all__ = [
-    "JOB_ACTOR", "apply_retention_policy", "expire_due_grants", "expire_grants", "forward_events_to_siem",
-    "verify_and_store", "verify_audit_chain",
+    "JOB_ACTOR", "apply_retention_policy", "forward_events_to_siem", "verify_and_store", "verify_audit_chain",
 ]
 
 JOB_ACTOR = "job:audit"  # a colon: no username can take this name
 _MAX_ALERT_REASONS = 50
-_GRANTS_PER_RUN = 500
 
 
 def verify_and_store() -> ChainVerification:
@@ -55,39 +53,6 @@ def verify_and_store() -> ChainVerification:
     return verification
 
 
-def expire_due_grants(limit: int = _GRANTS_PER_RUN) -> int:
-    """Write ``access.expired`` once for each just-in-time grant past its end; return how many.
-
-    Grants revoked before they ran out are left alone (the revocation is their end).
-    """
-    from tiers.models import AccessGrant  # the catalog is another app; import where used
-
-    now = timezone.now()
-    due = (AccessGrant.objects.filter(expires_at__lte=now)
-           .filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=F("expires_at")))
-           .exclude(pk__in=GrantExpiryNotice.objects.values("grant_id"))
-           .select_related("user", "resource__tier").order_by("expires_at")[:limit])
-    written = 0
-    for grant in due:
-        with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    notice = GrantExpiryNotice.objects.create(grant_id=grant.pk, event_seq=0)
-            except IntegrityError:
-                continue  # another run wrote this one
-            event = record(
-                "access.expired", outcome="expired", actor=grant.user.get_username(),
-                resource=grant.resource.slug,
-                reasons=[{"rule": "grant_expired", "message": "The just-in-time grant ran out.",
-                          "values": {"expires_at": grant.expires_at.isoformat()}, "remedy": ""}],
-                detail={"grant": grant.pk, "tier": grant.resource.tier.name, "granted_by": grant.granted_by,
-                        "starts_at": grant.starts_at.isoformat(),
-                        "expires_at": grant.expires_at.isoformat(), "by": "job:expire-grants"})
-            GrantExpiryNotice.objects.filter(pk=notice.pk).update(event_seq=event.seq)
-            written += 1
-    return written
-
-
 @shared_task(autoretry_for=(DatabaseError,), retry_backoff=5, retry_backoff_max=300, retry_jitter=True,
              max_retries=5)
 def verify_audit_chain() -> dict[str, Any]:
@@ -106,15 +71,6 @@ def forward_events_to_siem() -> dict[str, int]:
 
 @shared_task(autoretry_for=(DatabaseError,), retry_backoff=5, retry_backoff_max=300, retry_jitter=True,
              max_retries=5)
-def expire_grants() -> int:
-    """Write ``access.expired`` for just-in-time grants that ran out."""
-    return expire_due_grants()
-
-
-@shared_task(autoretry_for=(DatabaseError,), retry_backoff=5, retry_backoff_max=300, retry_jitter=True,
-             max_retries=5)
 def apply_retention_policy() -> dict[str, int]:
-    """Remove recordings and access records older than their tier keeps them (each removal audited)."""
-    from portal.audit.retention import apply_retention
-
+    """Run every app's retention hook: what a tier no longer keeps goes (each removal audited)."""
     return apply_retention()

@@ -10,7 +10,10 @@ class DesktopConfig(AppConfig):
 
     def ready(self) -> None:
         from portal import health
-        from streaming.desktop import signals  # noqa: F401 - connects the revocation signals
+        from streaming.desktop import (
+            retention,  # noqa: F401 - registers its retention hook
+            signals,  # noqa: F401 - connects the revocation signals
+        )
         from streaming.desktop.broker import check_guacd
 
         health.DEPENDENCY_CHECKS["guacd"] = check_guacd

@@ -7,6 +7,6 @@ class ProxyConfig(AppConfig):
     verbose_name = "Identity-aware proxy"
 
     def ready(self) -> None:
-        from streaming.proxy import signals
+        from streaming.proxy import retention, signals  # noqa: F401 - retention registers its hook
 
         signals.connect()

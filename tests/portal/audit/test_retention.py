@@ -69,3 +69,25 @@ def test_a_recording_path_outside_the_recordings_directory_is_never_deleted(sett
                                  recording_path=str(precious))
     apply_retention_policy.apply().get()
     assert precious.exists()
+
+
+def test_an_apps_own_retention_hook_runs_with_the_job_and_its_counts_are_added(monkeypatch):
+    from portal.audit import retention
+
+    monkeypatch.setattr(retention, "_HOOKS", dict(retention._HOOKS))
+    seen = []
+
+    def widgets(now):
+        seen.append(now)
+        return {"recordings": 2, "widgets": 1}
+
+    retention.register_retention("test.widgets", widgets)
+
+    assert apply_retention_policy.apply().get() == {"access_records": 0, "recordings": 2, "widgets": 1}
+    assert len(seen) == 1
+
+
+def test_the_proxy_and_the_desktop_register_their_own_retention_hooks():
+    from portal.audit.retention import retention_hooks
+
+    assert {"proxy.access_records", "desktop.recordings"} <= set(retention_hooks())

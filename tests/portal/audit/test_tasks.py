@@ -7,21 +7,17 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection
-from django.utils import timezone
 
 from portal.audit.chain import record
-from portal.audit.models import AuditEvent, ChainVerification, GrantExpiryNotice
+from portal.audit.models import AuditEvent, ChainVerification
 from portal.audit.tasks import (
     JOB_ACTOR,
-    expire_due_grants,
-    expire_grants,
     forward_events_to_siem,
     verify_and_store,
     verify_audit_chain,
@@ -29,7 +25,7 @@ from portal.audit.tasks import (
 from portal.celery import app
 from tests.conftest import require, sign_in
 from tests.factories import UserFactory, enrol_totp
-from tiers.models import AccessGrant, Resource, Tier
+from tiers.tasks import expire_grants
 
 
 def tamper(seq: int, outcome: str = "allow") -> None:
@@ -85,41 +81,6 @@ def test_a_new_break_raises_a_new_alert():
     tamper(events[2].seq)
     verify_and_store()
     assert AuditEvent.objects.filter(action="audit.chain_broken").count() == 2
-
-
-# --- grant expiry --------------------------------------------------------------------------
-
-@pytest.fixture
-def grants(db):
-    tier = Tier.objects.create(name="critical", rank=3, access_mode="stream", approval_required=True)
-    resource = Resource.objects.create(slug="vault", name="Vault", kind="ssh", upstream="10.0.0.9:22", tier=tier)
-    user = UserFactory(username="erin")
-    now = timezone.now()
-
-    def grant(**times):
-        return AccessGrant.objects.create(user=user, resource=resource, granted_by="ada", **times)
-
-    return {
-        "ran_out": grant(starts_at=now - timedelta(hours=2), expires_at=now - timedelta(minutes=5)),
-        "running": grant(expires_at=now + timedelta(hours=1)),
-        "revoked_early": grant(expires_at=now - timedelta(minutes=5), revoked_at=now - timedelta(hours=1)),
-    }
-
-
-def test_expired_grants_are_written_to_the_trail_once(grants):
-    assert expire_grants.apply().get() == 1
-    assert expire_due_grants() == 0
-    event = AuditEvent.objects.get(action="access.expired")
-    assert (event.actor, event.resource, event.outcome) == ("erin", "vault", "expired")
-    assert event.detail["grant"] == grants["ran_out"].pk and event.detail["tier"] == "critical"
-    assert GrantExpiryNotice.objects.get(grant_id=grants["ran_out"].pk).event_seq == event.seq
-
-
-def test_a_grant_is_noticed_when_its_time_comes(grants):
-    expire_due_grants()
-    AccessGrant.objects.filter(pk=grants["running"].pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    assert expire_due_grants() == 1
-    assert AuditEvent.objects.filter(action="access.expired").count() == 2
 
 
 # --- schedule ------------------------------------------------------------------------------
