@@ -101,7 +101,7 @@ def main() -> None:
     from django.conf import settings
 
     from bench.proxy import _bench_session
-    from streaming.desktop.demo_targets import start_guacd
+    from demo.targets import start_guacd
     from streaming.isolation import pool
     from streaming.isolation.host import SessionHostRunner
     from streaming.isolation.launches import slot_launch

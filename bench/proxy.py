@@ -210,7 +210,7 @@ def main() -> None:
     try:
         up_port, nginx_port, portal_port = free_port(), free_port(), free_port()
         if args.upstream == "datasette":
-            from streaming.proxy.demo_app import command
+            from demo.web_app import command
 
             base = "/" if args.mode == "host" else "/apps/bench/"
             procs.append(subprocess.Popen(command(tmp / "ds", up_port, base), cwd=ROOT,

@@ -3,7 +3,7 @@
     .venv/bin/python bench/tunnel.py [--seconds 10] [--sessions 100]
 
 One run starts everything it measures on loopback and stops it again: guacd, an Xvfb desktop
-served by x11vnc (``streaming.desktop.demo_targets``), and the portal (uvicorn, one worker,
+served by x11vnc (``demo.targets``), and the portal (uvicorn, one worker,
 ``portal.asgi:application`` over plain HTTP with 127.0.0.1 trusted for X-Forwarded-Proto, as
 behind a TLS balancer) on a fresh SQLite database in a temp directory. A bench user signs in
 through the real forms (password, then a TOTP code from a confirmed device); each tunnel
@@ -662,7 +662,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=100)
     args = parser.parse_args()
 
-    from streaming.desktop.demo_targets import free_port, start_guacd, start_vnc_target
+    from demo.targets import free_port, start_guacd, start_vnc_target
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-tunnel-"))
     stack: list[Any] = []

@@ -344,6 +344,9 @@ PORTAL_PROXY_ADMISSION_CACHE_SECONDS = 5.0
 INSTALLED_APPS += ["portal.sso"]
 PORTAL_OIDC_PROVIDERS = CONFIG.oidc_providers  # PORTAL_OIDC_PROVIDERS: the IdPs the portal trusts
 
+# --- the demo (demo/: seed_demo, demo_totp; no production package imports it) ---
+INSTALLED_APPS += ["demo"]
+
 # --- isolated sessions (session hosts and their disposable slots, docs/decisions/0023) ---
 INSTALLED_APPS += ["streaming.isolation"]
 PORTAL_SESSION_HOST_STALE_SECONDS = 10  # a host silent this long gets no new sessions

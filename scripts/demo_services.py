@@ -23,14 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streaming.desktop.demo_targets import (  # noqa: E402
+from demo.targets import (  # noqa: E402
     free_port,
     start_guacd,
     start_ssh_target,
     start_vnc_target,
     wait_for_port,
 )
-from streaming.proxy.demo_app import command as datasette_command  # noqa: E402
+from demo.web_app import command as datasette_command  # noqa: E402
 
 WORK = ROOT / "var" / "demo"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from demo.web_app import command as datasette_command
 from portal.server import HTTP_PROTOCOL
-from streaming.proxy.demo_app import command as datasette_command
 
 ROOT = Path(__file__).resolve().parents[2]
 

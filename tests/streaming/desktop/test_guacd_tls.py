@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 from channels.db import database_sync_to_async
 
+from demo.targets import GuacdProcess, TargetError, start_guacd
 from portal.config import ConfigError, load_config
 from streaming.desktop import broker
-from streaming.desktop.demo_targets import GuacdProcess, TargetError, start_guacd
 from streaming.desktop.models import StreamSession
 from tests.conftest import require, require_binary, sign_in
 from tests.streaming.desktop.conftest import Browser, communicator, open_live, open_page

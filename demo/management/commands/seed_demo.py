@@ -16,6 +16,7 @@ from django.db import transaction
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from demo.catalog import seed_demo_catalog
 from portal.accounts.mfa import BACKUP_NAME
 from portal.accounts.roles import ADMIN, AUDITOR, EMPLOYEE, ensure_roles
 from streaming.proxy.origins import app_origin
@@ -60,8 +61,6 @@ def _set_backup_codes(user: AbstractBaseUser, codes: list[str]) -> None:
 
 
 def _seed_resources(base_url: str, targets_file: str | None) -> list[dict[str, str]]:
-    from tiers.demo import seed_demo_catalog
-
     if targets_file is None:
         # The running demo's services, when there are any, so a re-seed keeps pointing at them.
         running = Path(settings.VAR_DIR) / "demo" / "services.json"

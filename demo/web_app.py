@@ -1,6 +1,6 @@
 """Datasette (a real open-source app from PyPI) as the low-risk upstream for demo and tests.
 
-Run ``python -m streaming.proxy.demo_app DIR PORT [BASE_URL]`` to serve it (the demo does).
+Run ``python -m demo.web_app DIR PORT [BASE_URL]`` to serve it (the demo does).
 
 :func:`prepare` makes a small SQLite database of team notes and a metadata file with one
 writable canned query (``add_note``): Datasette renders it as an HTML form with its own CSRF
@@ -51,6 +51,6 @@ def command(directory: Path, port: int, base_url: str) -> list[str]:
 if __name__ == "__main__":
     args = sys.argv[1:]
     if len(args) not in (2, 3):
-        sys.exit("usage: python -m streaming.proxy.demo_app DIR PORT [BASE_URL]")
+        sys.exit("usage: python -m demo.web_app DIR PORT [BASE_URL]")
     argv = command(Path(args[0]), int(args[1]), args[2] if len(args) == 3 else "/apps/notes/")
     os.execv(argv[0], argv)  # noqa: S606 - our own interpreter, fixed arguments
