@@ -25,10 +25,12 @@ demo: setup
 	@PORT=$(PORT) exec scripts/demo.sh
 
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf var/portal.sqlite3 var/test.sqlite3 .pytest_cache
