@@ -50,19 +50,21 @@ _VNC_ALPHABET = string.ascii_letters + string.digits
 
 
 def processes_of(uid: int) -> list[int]:
-    """Every live process whose real user id is ``uid``."""
+    """Every live process whose real user id is ``uid`` (a zombie is dead: it runs nothing and
+    holds no memory, it only waits for whoever adopted it to reap it)."""
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/status") as status:
-                for line in status:
-                    if line.startswith("Uid:"):
-                        if int(line.split()[1]) == uid:
-                            found.append(int(entry.name))
-                        break
-        except (OSError, ValueError):
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except OSError:
+            continue
+        try:
+            if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
+                found.append(int(entry.name))
+        except (KeyError, ValueError):
             continue
     return found
 

@@ -16,7 +16,12 @@ import pytest
 
 from portal.audit.models import AuditEvent
 from streaming.isolation.models import IsolatedDesktop, Slot
-from tests.streaming.desktop.test_e2e_chromium import NON_BLANK_PIXELS, sign_in_with_browser, wait_until
+from tests.streaming.desktop.test_e2e_chromium import (
+    NON_BLANK_PIXELS,
+    in_thread,
+    sign_in_with_browser,
+    wait_until,
+)
 from tests.streaming.isolation.conftest import wait_for
 from tiers.models import Resource, Tier
 
@@ -132,3 +137,13 @@ def test_a_per_session_desktop_cannot_read_the_portal(session_host, employee, te
                     20, "the typed attempt's result")
     assert "import" not in text and "DJANGO" not in text
     assert str(session_host.running[slot.index].layout.uid) in text
+
+    # A lock ends the isolated session within 2 s, and its slot is wiped and made anew.
+    employee.is_active = False
+    started = time.monotonic()
+    in_thread(lambda: employee.save(update_fields=["is_active"]))
+    page.wait_for_selector("#ended:not([hidden])", timeout=2000)
+    assert time.monotonic() - started < 2
+    wait_for(lambda: Slot.objects.filter(pk=slot.pk, generation__gt=slot.generation,
+                                         state=Slot.State.READY).exists(), 30, "the wiped, fresh slot")
+    assert not report.exists()
