@@ -40,19 +40,23 @@ def people(transactional_db):
     return admin, victim
 
 
+def _sign_in(page, portal: str, user) -> None:
+    page.goto(f"{portal}/accounts/login/")
+    page.fill("input[name=username]", user.username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url("**/accounts/mfa/verify/**")
+    page.fill("input[name=otp_token]", totp_code(user.totp))
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{portal}/**")
+
+
 def test_a_low_tier_apps_script_cannot_read_or_drive_the_portal(site, people, chromium):
     portal, app = site
     admin, victim = people
     context = chromium.new_context(ignore_https_errors=True)
     page = context.new_page()
-    page.goto(f"{portal}/accounts/login/")
-    page.fill("input[name=username]", admin.username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url("**/accounts/mfa/verify/**")
-    page.fill("input[name=otp_token]", totp_code(admin.totp))
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{portal}/**")
+    _sign_in(page, portal, admin)
     assert "/accounts/" not in page.url
 
     # The admin merely opens the app; its page runs its script.
@@ -101,14 +105,7 @@ def test_in_path_mode_the_apps_script_runs_in_an_opaque_origin(path_mode_site, p
     admin, victim = people
     context = chromium.new_context(ignore_https_errors=True)
     page = context.new_page()
-    page.goto(f"{portal}/accounts/login/")
-    page.fill("input[name=username]", admin.username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url("**/accounts/mfa/verify/**")
-    page.fill("input[name=otp_token]", totp_code(admin.totp))
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{portal}/**")
+    _sign_in(page, portal, admin)
 
     response = page.goto(f"{portal}/apps/board/hostile?" + urlencode({"portal": portal, "victim": victim.pk}))
     assert "sandbox" in response.headers["content-security-policy"]
