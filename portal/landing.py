@@ -63,7 +63,7 @@ def _url(name: str, fallback: str) -> str:
 
 def attention_items(user: AbstractBaseUser) -> list[AttentionItem]:
     """What waits for this admin, limited to what her permissions let her act on."""
-    from portal.auditor.sessions import live_desktop_sessions
+    from streaming.desktop.live import live_desktop_sessions
     from tiers.jit import pending_requests
     from tiers.models import PolicyChangeRequest
 

@@ -19,6 +19,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.lookups import Exact
 
 from portal.audit.models import AuditEvent
+from tiers.models import Tier
 
 __all__ = [
     "KNOWN_ACTIONS", "KNOWN_OUTCOMES", "AuditFilter", "AuditSearchForm", "SearchPage", "TierCount",
@@ -195,8 +196,6 @@ def denials_by_tier(since: datetime) -> list[TierCount]:
     counts: dict[str, dict[str, int]] = {}
     for row in rows:
         counts.setdefault(row["tier"] or "", {"deny": 0, "step_up": 0})[row["outcome"]] += row["n"]
-    from tiers.models import Tier  # the catalog is another app; import where used
-
     ranked = list(Tier.objects.order_by("rank", "name").values_list("name", flat=True))
     order = {name: i for i, name in enumerate(ranked)}
     names = sorted(counts, key=lambda t: (t == "", order.get(t, len(order)), t))

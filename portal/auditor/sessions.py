@@ -36,13 +36,14 @@ from django.db.models.functions import Cast
 from django.db.models.lookups import Exact
 
 from portal.audit.models import AuditEvent
+from streaming.desktop.models import StreamSession
+from streaming.proxy.models import AccessRecord
 
 __all__ = [
     "DECISION_WINDOW", "PROXY_SCAN_LIMIT", "PROXY_SESSION_GAP", "TYPESCRIPT_LIMIT", "AccessRow",
     "DesktopCounts", "ProxySession", "ProxySessionDetail", "ProxySessionList", "SessionFilter",
     "SessionFilterForm", "Typescript", "desktop_counts", "desktop_sessions", "desktop_timeline",
-    "format_duration",
-    "group_proxy_sessions", "live_desktop_sessions", "playbacks", "proxy_session", "proxy_sessions",
+    "group_proxy_sessions", "playbacks", "proxy_session", "proxy_sessions",
     "proxy_timeline", "session_events", "strip_terminal_codes", "typescript",
 ]
 
@@ -110,20 +111,6 @@ class SessionFilterForm(forms.Form):
         data = self.cleaned_data
         return SessionFilter(user=data["user"], resource=data["resource"], kind=data["kind"],
                              since=data.get("since"), until=data.get("until"))
-
-
-def format_duration(duration: timedelta | None) -> str:
-    """``2 h 05 min``, ``3 min 07 s``, ``12 s`` (an em dash for none)."""
-    if duration is None:
-        return "—"
-    seconds = max(0, int(duration.total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {seconds:02d} s"
-    return f"{seconds} s"
 
 
 # --- web (proxy) sessions ------------------------------------------------------------------
@@ -196,8 +183,6 @@ class ProxySessionList:
 
 
 def _access_records(criteria: SessionFilter) -> QuerySet[Any]:
-    from streaming.proxy.models import AccessRecord  # the proxy is another app: import where used
-
     records = AccessRecord.objects.exclude(actor="")  # anonymous requests belong to nobody's session
     if criteria.user:
         records = records.filter(actor=criteria.user)
@@ -240,8 +225,6 @@ class ProxySessionDetail:
 def proxy_session(record_id: int, *, gap: timedelta = PROXY_SESSION_GAP,
                   limit: int = PROXY_SCAN_LIMIT) -> ProxySessionDetail | None:
     """The web session holding access record ``record_id`` (walks back to its first request)."""
-    from streaming.proxy.models import AccessRecord
-
     anchor = AccessRecord.objects.exclude(actor="").filter(pk=record_id).first()
     if anchor is None:
         return None
@@ -286,8 +269,6 @@ def proxy_timeline(session: ProxySession) -> list[AuditEvent]:
 
 def desktop_sessions(criteria: SessionFilter) -> QuerySet[Any]:
     """Stream sessions within the filter, newest first (by when the ticket was issued)."""
-    from streaming.desktop.models import StreamSession  # another app: import where used
-
     sessions = StreamSession.objects.select_related("user", "resource").order_by("-created_at", "-pk")
     if criteria.user:
         sessions = sessions.filter(user__username=criteria.user)
@@ -298,14 +279,6 @@ def desktop_sessions(criteria: SessionFilter) -> QuerySet[Any]:
     if criteria.until:
         sessions = sessions.filter(created_at__lt=criteria.until)
     return sessions
-
-
-def live_desktop_sessions() -> QuerySet[Any]:
-    """Sessions connected right now, the longest-running first."""
-    from streaming.desktop.models import StreamSession
-
-    return (StreamSession.objects.filter(state=StreamSession.State.LIVE)
-            .select_related("user", "resource").order_by("started_at", "created_at"))
 
 
 @dataclass

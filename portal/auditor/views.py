@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
@@ -40,6 +40,7 @@ from django.views.decorators.cache import never_cache
 
 from portal.audit.chain import GENESIS, canonical_content, event_hash, record_request
 from portal.audit.models import AuditEvent, ChainVerification, SiemCursor
+from portal.audit.panels import workspace_panels
 from portal.audit.scheduler import scheduler_wanted
 from portal.auditor import sessions as session_log
 from portal.auditor.exports import (
@@ -64,10 +65,12 @@ from portal.auditor.search import (
     search_page,
 )
 from portal.auditor.status import chain_status
+from streaming.desktop.live import format_duration, running_time
+from streaming.desktop.models import StreamSession
 
 __all__ = [
-    "VIEW_AUDIT", "WorkspaceSection", "desktop_session", "event_detail", "events", "export",
-    "export_manifest", "proxy_session", "recording", "recording_file", "register_section", "sessions",
+    "VIEW_AUDIT", "desktop_session", "event_detail", "events", "export",
+    "export_manifest", "proxy_session", "recording", "recording_file", "sessions",
     "workspace",
 ]
 
@@ -102,27 +105,6 @@ def _seen(request: HttpRequest, page: str, **detail: Any) -> None:
 
 
 # --- the front page ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class WorkspaceSection:
-    """A panel another part of the portal adds to the front page (e.g. live desktop sessions).
-
-    ``context(request)`` returns the template's ``section`` variable, or None to show nothing.
-    """
-
-    key: str
-    template: str
-    context: Callable[[HttpRequest], dict[str, Any] | None]
-
-
-_SECTIONS: dict[str, WorkspaceSection] = {}
-
-
-def register_section(key: str, template: str,
-                     context: Callable[[HttpRequest], dict[str, Any] | None]) -> None:
-    """Add (or replace) a front-page panel; call it from the owning app's ``AppConfig.ready``."""
-    _SECTIONS[key] = WorkspaceSection(key, template, context)
-
 
 @dataclass(frozen=True)
 class Bar:
@@ -193,8 +175,8 @@ def workspace(request: HttpRequest) -> HttpResponse:
     head = chain_head()
     status = chain_status(latest, head.seq, interval_seconds=interval, now=timezone.now())
     cursors = list(SiemCursor.objects.order_by("destination"))
-    sections = [(section.template, data) for section in _SECTIONS.values()
-                if (data := section.context(request)) is not None]
+    sections = [(panel.template, data) for panel in workspace_panels()
+                if (data := panel.context(request)) is not None]
     return render(request, "audit/workspace.html", {
         "latest": latest, "verifications": verifications, "status": status,
         "interval": _interval_words(interval), "embedded_scheduler": scheduler_wanted(),
@@ -373,7 +355,7 @@ def sessions(request: HttpRequest) -> HttpResponse:
             _page_number(request, "dpage"))
         counts = session_log.desktop_counts(desktop_page.object_list)
         context["desktop_page"] = desktop_page
-        context["desktop_rows"] = [(s, counts[str(s.pk)], session_log.format_duration(_duration(s)))
+        context["desktop_rows"] = [(s, counts[str(s.pk)], format_duration(running_time(s)))
                                    for s in desktop_page.object_list]
     if criteria is not None and criteria.kind in ("", "web"):
         listing = session_log.proxy_sessions(criteria)
@@ -383,8 +365,6 @@ def sessions(request: HttpRequest) -> HttpResponse:
 
 
 def _stream_session(session_id: Any) -> Any:
-    from streaming.desktop.models import StreamSession  # another app: import where used
-
     stream = StreamSession.objects.select_related("user", "resource").filter(pk=session_id).first()
     if stream is None:
         raise Http404("No desktop session with this id.")
@@ -403,15 +383,8 @@ def desktop_session(request: HttpRequest, session_id: Any) -> HttpResponse:
         "recording_size": path.stat().st_size if path else None,
         "typescript": session_log.typescript(stream.pk), "typescript_limit": session_log.TYPESCRIPT_LIMIT,
         "playbacks": session_log.playbacks(stream.pk),
-        "duration": session_log.format_duration(_duration(stream)),
+        "duration": format_duration(running_time(stream)),
     })
-
-
-def _duration(stream: Any) -> timedelta | None:
-    began = stream.started_at
-    if began is None:
-        return None
-    return (stream.ended_at or timezone.now()) - began
 
 
 @auditor_view
@@ -453,7 +426,7 @@ def recording(request: HttpRequest, session_id: Any) -> HttpResponse:
     _note_playback(request, stream, via="player")
     return render(request, "audit/recording.html", {
         "stream": stream, "size": path.stat().st_size,
-        "duration": session_log.format_duration(_duration(stream)),
+        "duration": format_duration(running_time(stream)),
     })
 
 
@@ -469,14 +442,3 @@ def recording_file(request: HttpRequest, session_id: Any) -> HttpResponse:
     etag = f'"{stream.recording_sha256}"' if stream.recording_sha256 else ""
     return recording_response(path, request.headers.get("Range", ""), etag=etag,
                               if_range=request.headers.get("If-Range", ""))
-
-
-def _live_sessions_section(request: HttpRequest) -> dict[str, Any] | None:
-    """The front page's "Live desktop sessions" panel; shown only while someone is connected."""
-    live = list(session_log.live_desktop_sessions()[:50])
-    if not live:
-        return None
-    return {"sessions": [(s, session_log.format_duration(_duration(s))) for s in live]}
-
-
-register_section("live_desktop_sessions", "audit/_live_sessions.html", _live_sessions_section)

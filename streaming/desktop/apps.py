@@ -11,6 +11,7 @@ class DesktopConfig(AppConfig):
     def ready(self) -> None:
         from portal import health
         from streaming.desktop import (
+            live,  # noqa: F401 - registers the auditor's live sessions panel
             retention,  # noqa: F401 - registers its retention hook
             signals,  # noqa: F401 - connects the revocation signals
         )

@@ -15,12 +15,12 @@ from portal.audit.models import AuditEvent
 from portal.auditor.sessions import (
     AccessRow,
     SessionFilter,
-    format_duration,
     group_proxy_sessions,
     proxy_session,
     proxy_sessions,
     strip_terminal_codes,
 )
+from streaming.desktop.live import format_duration
 from streaming.desktop.models import StreamSession
 from streaming.proxy.models import AccessRecord
 from tests.conftest import sign_in

@@ -282,19 +282,27 @@ def test_front_page_lists_the_latest_events(auditor_client, trail):
         assert f'href="/audit/events/{event.seq}/"' in body
 
 
-def test_other_features_add_front_page_sections_only_when_they_have_data(auditor_client, tmp_path, settings):
-    from portal.auditor import views
+def test_other_features_add_front_page_sections_only_when_they_have_data(auditor_client, tmp_path, settings,
+                                                                         monkeypatch):
+    from portal.audit import panels
 
+    monkeypatch.setattr(panels, "_PANELS", dict(panels._PANELS))
     (tmp_path / "live.html").write_text("<section><h2>Live desktop sessions</h2>{{ section.count }} open</section>")
     settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [*settings.TEMPLATES[0]["DIRS"], tmp_path]}]
     state = {"count": None}
-    views.register_section("live", "live.html", lambda request: None if state["count"] is None else state)
-    try:
-        assert "Live desktop sessions" not in auditor_client.get("/audit/").content.decode()
-        state["count"] = 3
-        assert "Live desktop sessions</h2>3 open" in auditor_client.get("/audit/").content.decode()
-    finally:
-        views._SECTIONS.pop("live")
+    panels.register_panel("live", "live.html", lambda request: None if state["count"] is None else state)
+
+    assert "Live desktop sessions" not in auditor_client.get("/audit/").content.decode()
+    state["count"] = 3
+    assert "Live desktop sessions</h2>3 open" in auditor_client.get("/audit/").content.decode()
+
+
+def test_the_desktop_app_registers_its_own_live_sessions_panel():
+    from portal.audit.panels import workspace_panels
+    from streaming.desktop.live import auditor_panel
+
+    panel = {p.key: p for p in workspace_panels()}["live_desktop_sessions"]
+    assert (panel.template, panel.context) == ("audit/_live_sessions.html", auditor_panel)
 
 
 def test_counts_on_the_audit_pages_read_as_proper_english(auditor_client, db):
