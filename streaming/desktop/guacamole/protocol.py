@@ -6,7 +6,10 @@ characters, not bytes: code points for guacd, but UTF-16 code units for guacamol
 Multilingual Plane (an emoji counts 2 in the browser, 1 in guacd). Each peer is read in its
 own counting (:attr:`Limits.utf16_lengths`), and the relay writes each peer's counting
 (:func:`encode` for guacd, :func:`encode_utf16` and :func:`to_browser_counting` for the
-browser). A TCP read from guacd can end anywhere, even inside a
+browser). Each parsed instruction keeps the raw slice it arrived as, so the relay forwards
+what it allows as it came (:meth:`Instruction.for_guacd`, :meth:`Instruction.for_browser`)
+and re-encodes only an instruction whose counting must change. A TCP read from guacd can
+end anywhere, even inside a
 multi-byte UTF-8 character, so bytes are decoded incrementally and instruction boundaries
 are found by walking the length prefixes, never by searching for ``;`` (which may appear
 inside a value). Every limit is hard: a peer that exceeds one gets :class:`ProtocolError`,
@@ -18,7 +21,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "BROWSER_LIMITS",
@@ -27,6 +30,7 @@ __all__ = [
     "InstructionReader",
     "Limits",
     "ProtocolError",
+    "Status",
     "encode",
     "encode_utf16",
     "to_browser_counting",
@@ -35,6 +39,19 @@ __all__ = [
 
 class ProtocolError(ValueError):
     """The peer sent something that is not a well-formed, within-limits instruction stream."""
+
+
+class Status:
+    """Guacamole status codes the browser client understands."""
+
+    SUCCESS = 0x0000
+    UPSTREAM_ERROR = 0x0203
+    UPSTREAM_UNAVAILABLE = 0x0208
+    SESSION_TIMEOUT = 0x020A
+    SESSION_CLOSED = 0x020B
+    CLIENT_BAD_REQUEST = 0x0300
+    CLIENT_UNAUTHORIZED = 0x0301
+    CLIENT_FORBIDDEN = 0x0303
 
 
 @dataclass(frozen=True)
@@ -58,10 +75,12 @@ _ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
 
 @dataclass(frozen=True, slots=True)
 class Instruction:
-    """One parsed instruction: an opcode (empty for tunnel-internal ones) and its arguments."""
+    """One parsed instruction: an opcode (empty for tunnel-internal ones), its arguments and
+    the wire text it was read from (empty when it was built, not read)."""
 
     opcode: str
     args: tuple[str, ...] = ()
+    raw: str = field(default="", compare=False, repr=False)
 
     def encode(self) -> str:
         """For guacd: lengths in code points."""
@@ -70,6 +89,21 @@ class Instruction:
     def encode_utf16(self) -> str:
         """For the browser: lengths in UTF-16 code units."""
         return encode_utf16(self.opcode, *self.args)
+
+    def for_guacd(self) -> str:
+        """The wire text for guacd: the raw slice unless its counting differs (astral characters)."""
+        raw = self.raw
+        return raw if raw and _same_counting(raw) else self.encode()
+
+    def for_browser(self) -> str:
+        """The wire text for the browser: the raw slice unless its counting differs."""
+        raw = self.raw
+        return raw if raw and _same_counting(raw) else self.encode_utf16()
+
+
+def _same_counting(text: str) -> bool:
+    """True when code points and UTF-16 code units count ``text`` alike (nothing outside the BMP)."""
+    return text.isascii() or not _ASTRAL.search(text)
 
 
 def encode(opcode: str, *args: object) -> str:
@@ -94,9 +128,10 @@ def to_browser_counting(text: str) -> str:
     """Whole instructions from guacd (code points) rewritten for the browser (UTF-16 units).
 
     Unchanged, and no parse, unless ``text`` holds a character outside the BMP: guacd's
-    image data is base64, so the hot path costs one flag check.
+    image data is base64, so the hot path costs one flag check; otherwise only the
+    instructions that hold such a character are re-encoded.
     """
-    if text.isascii() or not _ASTRAL.search(text):
+    if _same_counting(text):
         return text
     reader = InstructionReader(GUACD_LIMITS)
     reader.feed_text(text)
@@ -104,7 +139,7 @@ def to_browser_counting(text: str) -> str:
         raise ProtocolError("a run from guacd ends inside an instruction")
     out: list[str] = []
     while (instruction := reader.pop()) is not None:
-        out.append(instruction.encode_utf16())
+        out.append(instruction.for_browser())  # only instructions with astral characters change
     return "".join(out)
 
 
@@ -261,4 +296,4 @@ def _parse_one(buf: str, start: int, end: int, utf16: bool = False) -> Instructi
         assert value_end is not None  # the boundaries were found before
         elements.append(buf[dot + 1:value_end])
         pos = value_end + 1
-    return Instruction(elements[0], tuple(elements[1:]))
+    return Instruction(elements[0], tuple(elements[1:]), buf[start:end])

@@ -6,7 +6,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from portal.audit.models import AuditEvent
-from streaming.desktop.consumer import describe_guacd_error
+from streaming.desktop.gate import describe_guacd_error
 from streaming.desktop.models import EndReason, StreamSession
 from streaming.desktop.vault import TargetSecret
 from tests.conftest import sign_in

@@ -14,9 +14,9 @@ import socket
 import pytest
 from channels.db import database_sync_to_async
 
-from streaming.desktop.consumer import _FlushBeforeWaiting
 from streaming.desktop.guacamole.guacd import WRITE_HIGH_WATER, GuacdConnection
 from streaming.desktop.models import StreamSession
+from streaming.desktop.relay import FlushBeforeWaiting
 from tests.conftest import sign_in
 from tests.streaming.desktop.conftest import open_live
 
@@ -30,7 +30,7 @@ async def test_queued_messages_are_taken_without_a_flush_and_the_flush_comes_bef
         messages.put_nowait(text)
 
     async def receive() -> str:
-        return await _FlushBeforeWaiting(messages.get(), lambda: flushes.append(messages.qsize()))
+        return await FlushBeforeWaiting(messages.get(), lambda: flushes.append(messages.qsize()))
 
     assert [await receive() for _ in range(3)] == ["a", "b", "c"]
     assert flushes == []  # a burst in progress: nothing written yet
@@ -54,7 +54,7 @@ async def test_a_receive_cancelled_while_waiting_is_cancelled_and_loses_no_messa
 
 
 async def _receive(messages: asyncio.Queue[str]) -> str:
-    return await _FlushBeforeWaiting(messages.get(), lambda: None)
+    return await FlushBeforeWaiting(messages.get(), lambda: None)
 
 
 # -- the bound ------------------------------------------------------------------------------
