@@ -85,6 +85,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--browsers", type=int, default=10, help="isolated browsers at the end of the ramp")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prewarm", action=argparse.BooleanOptionalAction, default=True,
+                        help="warm slots already run the kiosk browser (the session host's default)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: every slot drops to a user id of its own")
@@ -126,7 +128,7 @@ def main() -> None:
         slots_dir.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(slots_dir.parent, 0o711)
         runner = SessionHostRunner(name, slots, slots_dir=slots_dir, uid_base=64000, poll_seconds=0.02,
-                                   images=settings.PORTAL_SESSION_IMAGES)
+                                   images=settings.PORTAL_SESSION_IMAGES, prewarm_browser=args.prewarm)
         stop = threading.Event()
         thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
         thread.start()
@@ -210,7 +212,8 @@ def main() -> None:
             guacd.stop()
             shutil.rmtree(slots_dir, ignore_errors=True)
 
-    print(f"isolation bench: rounds={args.rounds} cores={os.cpu_count()} slots={slots} (medians)")
+    print(f"isolation bench: rounds={args.rounds} cores={os.cpu_count()} slots={slots} "
+          f"prewarm_browser={args.prewarm} (medians)")
     for label, values in results.items():
         print(f"  {label:52} {statistics.median(values):8.2f}   (n={len(values)}, max {max(values):.2f})")
     print("  isolated browsers open -> /healthz p99 (ms):")

@@ -354,6 +354,7 @@ PORTAL_SESSION_HOST_SLOTS = 4  # `manage.py session_host` default
 PORTAL_SESSION_SLOT_UID_BASE = 61000  # slot N of a host runs as this uid + N
 PORTAL_SESSION_SLOTS_DIR = Path("/run/zt-portal/slots")  # outside var/: a slot's uid must reach it
 PORTAL_SESSION_SLOT_MEMORY_MB = 2048
+PORTAL_SESSION_PREWARM_BROWSER = True  # warm slots run the kiosk browser already (see session_host --help)
 # Desktop images a per-session desktop may run (Resource -> IsolatedDesktop.image).
 PORTAL_SESSION_IMAGES: dict[str, list[str]] = {
     "terminal": ["xterm", "-maximized", "-fa", "DejaVu Sans Mono", "-fs", "12", "-title", "Ops terminal"],

@@ -41,6 +41,7 @@ from streaming.isolation.sandbox import (
     bwrap_argv,
     launch_script,
     passwd_line,
+    prewarm_script,
 )
 
 __all__ = ["SessionHostRunner", "processes_of", "stop_processes_of"]
@@ -150,11 +151,11 @@ class SessionHostRunner:
     def __init__(self, name: str, capacity: int, *, slots_dir: Path, uid_base: int,
                  images: Mapping[str, Sequence[str]], address: str = "127.0.0.1",
                  memory_mb: int = 2048, pids_max: int = 512, geometry: tuple[int, int] = (1280, 800),
-                 poll_seconds: float = 0.1) -> None:
+                 poll_seconds: float = 0.1, prewarm_browser: bool = False) -> None:
         self.name, self.capacity, self.address = name, capacity, address
         self.slots_dir, self.uid_base, self.images = slots_dir, uid_base, images
         self.memory_mb, self.pids_max, self.geometry = memory_mb, pids_max, geometry
-        self.poll_seconds = poll_seconds
+        self.poll_seconds, self.prewarm_browser = poll_seconds, prewarm_browser
         self.running: dict[int, _Running] = {}
         self.wipe_seconds: list[float] = []
         self.warm_seconds: list[float] = []
@@ -246,6 +247,8 @@ class SessionHostRunner:
         layout.directory.mkdir(mode=0o700)
         password = "".join(secrets.choice(_VNC_ALPHABET) for _ in range(8))  # VNC reads 8 characters
         files = {"init.sh": INIT_SCRIPT, "passwd": passwd_line(layout.uid), "vncpasswd": password + "\n"}
+        if self.prewarm_browser:
+            files["prewarm.sh"] = prewarm_script(layout)
         for name, text in files.items():
             path = layout.directory / name
             path.write_text(text)
@@ -277,7 +280,7 @@ class SessionHostRunner:
             return
         launch = dict(slot.launch)
         try:
-            script = launch_script(launch, running.layout, self.images)
+            script = launch_script(launch, running.layout, self.images, prewarmed=self.prewarm_browser)
             if launch.get("kind") == "browser":
                 host, _, port = str(launch["connect"]).rpartition(":")
                 running.egress = Egress(str(launch["authority"]).lower(), host, int(port))

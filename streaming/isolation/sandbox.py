@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["INIT_SCRIPT", "SLOT_MOUNT", "LaunchError", "SlotLayout", "bwrap_argv", "launch_script",
-           "passwd_line"]
+           "passwd_line", "prewarm_script"]
 
 SLOT_MOUNT = "/run/slot"
 HOME = "/home/slot"
@@ -78,17 +78,15 @@ while [ ! -e /tmp/.X11-unix/X0 ] && [ $i -lt 400 ]; do sleep 0.025; i=$((i+1)); 
 matchbox-window-manager -use_titlebar no -use_cursor yes >/dev/null 2>&1 &
 x11vnc -display :0 -unixsock {SLOT_MOUNT}/vnc.sock -rfbport 0 -passwdfile {SLOT_MOUNT}/vncpasswd \\
   -forever -shared -quiet -nopw -noxdamage -nowf -nobell >/tmp/x11vnc.log 2>&1 &
+[ -e {SLOT_MOUNT}/prewarm.sh ] && . {SLOT_MOUNT}/prewarm.sh
 while [ ! -e {SLOT_MOUNT}/launch.sh ]; do sleep 0.02; done
 . {SLOT_MOUNT}/launch.sh
 wait
 """
 
 
-def _browser(launch: Mapping[str, Any], layout: SlotLayout) -> str:
-    url = str(launch.get("url", ""))
-    if not url.startswith("https://"):
-        raise LaunchError("a browser slot opens an https:// address only")
-    flags = [
+def _browser_flags(layout: SlotLayout) -> list[str]:
+    return [
         "--no-sandbox",  # bubblewrap is the sandbox; Chromium's own needs privileges the slot lacks
         "--kiosk", "--no-first-run", "--no-default-browser-check", "--disable-gpu",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -101,23 +99,40 @@ def _browser(launch: Mapping[str, Any], layout: SlotLayout) -> str:
         # The egress lets this browser reach the app's origin on the portal and nothing else, so
         # the certificate check adds nothing here; the portal's may come from a private CA.
         "--ignore-certificate-errors",
+        "--disable-print-preview",  # printing from an isolated session is not offered
     ]
-    if not launch.get("printing", False):
-        flags.append("--disable-print-preview")
-    return (f"socat TCP-LISTEN:{EGRESS_PORT},bind=127.0.0.1,fork,reuseaddr "
-            f"UNIX-CONNECT:{SLOT_MOUNT}/egress.sock >/tmp/egress.log 2>&1 &\n"
-            f"chromium {shlex.join(flags)} {shlex.quote(url)} >/tmp/chromium.log 2>&1 &\n")
+
+
+_EGRESS = (f"socat TCP-LISTEN:{EGRESS_PORT},bind=127.0.0.1,fork,reuseaddr "
+           f"UNIX-CONNECT:{SLOT_MOUNT}/egress.sock >/tmp/egress.log 2>&1 &\n")
+
+
+def prewarm_script(layout: SlotLayout) -> str:
+    """A warm slot that already runs the kiosk browser (on a blank page, with no way out yet):
+    an isolated web session then only has to open its address (Chromium hands it to the
+    running instance), which takes a fraction of a browser start."""
+    return _EGRESS + f"chromium {shlex.join(_browser_flags(layout))} about:blank >/tmp/chromium.log 2>&1 &\n"
+
+
+def _browser(launch: Mapping[str, Any], layout: SlotLayout, prewarmed: bool) -> str:
+    url = str(launch.get("url", ""))
+    if not url.startswith("https://"):
+        raise LaunchError("a browser slot opens an https:// address only")
+    command = f"chromium {shlex.join(_browser_flags(layout))} {shlex.quote(url)} >>/tmp/chromium.log 2>&1 &\n"
+    return command if prewarmed else _EGRESS + command
 
 
 def launch_script(launch: Mapping[str, Any], layout: SlotLayout,
-                  images: Mapping[str, Sequence[str]]) -> str:
+                  images: Mapping[str, Sequence[str]], *, prewarmed: bool = False) -> str:
     """The shell lines the slot runs for ``launch`` (sourced by the init script)."""
     kind = launch.get("kind")
     if kind == "browser":
-        return _browser(launch, layout)
+        return _browser(launch, layout, prewarmed)
     if kind == "image":
         argv = images.get(str(launch.get("image", "")))
         if not argv:
             raise LaunchError(f"no desktop image named {launch.get('image')!r}")
-        return f"{shlex.join(argv)} >/tmp/app.log 2>&1 &\n"
+        # A desktop image does not need the browser a warm slot may hold ready.
+        stop = "pkill -KILL -x chromium; pkill -KILL -x socat\n" if prewarmed else ""
+        return f"{stop}{shlex.join(argv)} >/tmp/app.log 2>&1 &\n"
     raise LaunchError(f"unknown launch kind {kind!r}")

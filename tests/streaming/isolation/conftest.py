@@ -57,7 +57,7 @@ def session_host(transactional_db, settings) -> Iterator[SessionHostRunner]:
         "terminal": settings.PORTAL_SESSION_IMAGES["terminal"],
     }
     runner = SessionHostRunner(name, 2, slots_dir=slots_dir, uid_base=62000 + secrets.randbelow(50) * 10,
-                               images=images, memory_mb=1024, poll_seconds=0.05)
+                               images=images, memory_mb=1024, poll_seconds=0.05, prewarm_browser=True)
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
     thread.start()
