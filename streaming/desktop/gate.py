@@ -26,8 +26,22 @@ from streaming.desktop.hold import WhileHeld, while_held
 from streaming.desktop.models import EndReason
 
 __all__ = [
-    "DROP", "FORWARD", "INPUT", "Ask", "Audit", "By", "Ending", "Gate", "Notice", "OwnerGate", "Step",
-    "Transfer", "WatcherGate", "describe_guacd_error", "end_status",
+    "DROP",
+    "FORWARD",
+    "INPUT",
+    "WATCHER_OBLIGATIONS",
+    "Ask",
+    "Audit",
+    "By",
+    "Ending",
+    "Gate",
+    "Notice",
+    "OwnerGate",
+    "Step",
+    "Transfer",
+    "WatcherGate",
+    "describe_guacd_error",
+    "end_status",
 ]
 
 
