@@ -53,9 +53,14 @@ def test_employee_writes_through_step_up_and_is_locked_out(portal_url, notes, da
     page = context.new_page()
     _sign_in(page, portal_url, worker)
 
-    # My apps -> open the app: Datasette on its own origin, the session handed over once.
-    page.click("li.app[data-slug=notes] a.button")
+    # My apps -> open the app: Datasette on its own origin, in a tab of its own (My apps stays
+    # open as the way back), the session handed over once.
+    portal_tab = page
+    with context.expect_page() as opened:
+        portal_tab.click("li.app[data-slug=notes] a.button")
+    page = opened.value
     page.wait_for_url(f"{app}/")
+    assert portal_tab.url == f"{portal_url}/"
     assert "Team notes" in page.content()
     page.goto(f"{app}/notes/notes")
     assert page.locator("text=Seed note 1").count() >= 1
