@@ -49,6 +49,7 @@ __all__ = [
     "resource_info",
     "session_hash",
     "subject_for",
+    "subject_from",
     "tier_policy",
     "user_groups",
     "zone_table",
@@ -81,13 +82,19 @@ def subject_for(user: AbstractBaseUser, session: Mapping[str, Any] | None, now: 
                 groups: frozenset[str] | None = None) -> Subject:
     """The user as the decision sees them, with the MFA age of this session and its factor."""
     session = session or {}
-    mfa_time = session.get(MFA_TIME_KEY)
+    return subject_from(user.get_username(), groups if groups is not None else user_groups(user),
+                        is_active=user.is_active, mfa_time=session.get(MFA_TIME_KEY),
+                        amr=session.get(AMR_KEY, list(DEFAULT_AMR)), now=now)
+
+
+def subject_from(username: str, groups: frozenset[str], *, is_active: bool, mfa_time: float | None,
+                 amr: Any, now: float) -> Subject:
+    """The subject from facts already read: one builder whether they come from the database
+    or from an enforcement point's memory (the proxy's admission cache), so both decide alike."""
     return Subject(
-        username=user.get_username(),
-        groups=groups if groups is not None else user_groups(user),
-        is_active=user.is_active,
+        username=username, groups=groups, is_active=is_active,
         mfa_age=None if mfa_time is None else max(0.0, now - float(mfa_time)),
-        mfa_factor=None if mfa_time is None else factor_of_amr(session.get(AMR_KEY, list(DEFAULT_AMR))),
+        mfa_factor=None if mfa_time is None else factor_of_amr(amr),
     )
 
 
@@ -301,8 +308,8 @@ def _one_time_mfa_waiting(user: AbstractBaseUser, session_key: str | None, resou
     since = timezone.now() - timezone.timedelta(seconds=CHALLENGE_TTL_SECONDS)
     proofs = ActionChallenge.objects.filter(
         user=user, session_hash=session_hash(session_key), resource=resource,
-        method=action.method or action.kind, path=action.path, verified_at__gte=since,
-        consumed_at__isnull=True,
+        method=action.method or action.kind, path=action.path, digest=action.digest,
+        verified_at__gte=since, consumed_at__isnull=True,
     ).values_list("passkey_proof", flat=True)
     return frozenset(Factor.TOTP if proof is None else Factor.PASSKEY for proof in proofs)
 

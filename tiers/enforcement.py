@@ -52,7 +52,7 @@ def _consume_one_time_mfa(user: AbstractBaseUser, session_key: str | None, resou
         challenge = (ActionChallenge.objects.select_for_update()
                      .filter(user=user, session_hash=session_hash(session_key), resource=resource,
                              method=action.method or action.kind, path=action.path,
-                             verified_at__gte=since, consumed_at__isnull=True)
+                             digest=action.digest, verified_at__gte=since, consumed_at__isnull=True)
                      .order_by("verified_at").first())
         if challenge is None:
             return False
@@ -113,7 +113,8 @@ def step_up_url(user: AbstractBaseUser, session: Any, resource: Resource, action
     if any(r.rule == "mfa_per_action" for r in decision.reasons):
         challenge = ActionChallenge.objects.create(
             user=user, session_hash=session_hash(getattr(session, "session_key", None)),
-            resource=resource, method=action.method or action.kind, path=action.path)
+            resource=resource, method=action.method or action.kind, path=action.path,
+            digest=action.digest)
         params["challenge"] = str(challenge.pk)
     return f"/accounts/step-up/?{urlencode(params)}"
 

@@ -251,7 +251,8 @@ class AccessGrant(models.Model):
 
 
 class ActionChallenge(models.Model):
-    """A one-time MFA grant bound to one action (resource, method, path) and one session.
+    """A one-time MFA grant bound to one action (resource, method, path, the held request's
+    digest) and one session.
 
     Created when a tier asks for a code for this very action; marked verified by the
     step-up page; consumed by the first matching request, so doing it again asks again.
@@ -262,6 +263,9 @@ class ActionChallenge(models.Model):
     resource = models.ForeignKey(Resource, on_delete=models.CASCADE)
     method = models.CharField(max_length=16)
     path = models.CharField(max_length=2000)
+    digest = models.CharField(max_length=64, blank=True, default="",
+                              help_text="SHA-256 of the held request this grant is for (empty: method "
+                                        "and path alone).")
     created_at = models.DateTimeField(default=timezone.now)
     verified_at = models.DateTimeField(null=True, blank=True)
     consumed_at = models.DateTimeField(null=True, blank=True)

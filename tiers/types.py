@@ -145,6 +145,10 @@ class Action:
     action_class: ActionClass = ActionClass.READ
     method: str = ""
     path: str = ""
+    # The digest of the very request a one-time grant is for (a held form post's body
+    # included): a grant confirmed for one request never serves another with the same
+    # method and path. Empty: the action is named by method and path alone.
+    digest: str = ""
 
 
 @dataclass(frozen=True)
