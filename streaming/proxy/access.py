@@ -1,33 +1,31 @@
 """The proxy's admission: who is asking, for which resource, and what the decision says.
 
-This is the only module that calls :mod:`tiers`. It runs synchronously (database work) in
-one thread hop per request and returns an :class:`Admission` the ASGI side turns into a
-response or a forwarded request. No policy ``if`` lives here: the outcome comes from
-:func:`tiers.enforcement.authorize`; this module only translates it.
+The full admission (:func:`admit`) runs synchronously (database work) in one thread hop per
+request; a repeat request of a known session is decided on the event loop
+(:func:`admit_from_memory`). Both read the session's facts through
+:class:`streaming.proxy.facts.FactSource` and return an :class:`Admission` the ASGI side
+turns into a response or a forwarded request. No policy ``if`` lives here: the outcome comes
+from :func:`tiers.decision.decide` (through :func:`tiers.enforcement.authorize` on the full
+path); this module only translates it.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
-from types import SimpleNamespace
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user, get_user_model
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.shortcuts import resolve_url
-from django.utils.crypto import constant_time_compare
-from django.utils.module_loading import import_string
-from django_otp.middleware import OTPMiddleware
 
-from portal.accounts.mfa import AMR_KEY, DEFAULT_AMR, MFA_TIME_KEY
 from portal.audit.chain import record
 from streaming.proxy import pending
 from streaming.proxy.admission_cache import admission_cache
-from streaming.proxy.assertion import Identity, KeyRing, assertion_claims, sign_assertion
+from streaming.proxy.assertion import KeyRing, assertion_claims, sign_assertion
+from streaming.proxy.facts import Facts, RememberedFacts, StoredFacts
 from streaming.proxy.ratelimit import limiter
 from tiers.context import (
     CompiledRule,
@@ -36,17 +34,16 @@ from tiers.context import (
     needs_lookups,
     resolve_zone_in_memory,
     resource_info,
-    user_groups,
     zone_table,
 )
 from tiers.enforcement import authorize, classify, decide_in_memory, load_resource, step_up_url
 from tiers.models import ActionRule, NetworkZone, Resource, Tier
-from tiers.types import Action, Decision, DecisionInput, DeviceInfo, Outcome, Reason, ResourceInfo, Subject
+from tiers.types import Action, Decision, DecisionInput, DeviceInfo, Outcome, Reason, ResourceInfo
 
-__all__ = ["Admission", "GateRequest", "Verdict", "admit", "admit_from_memory", "hold_for_step_up", "keyring"]
+__all__ = ["Admission", "GateRequest", "Verdict", "admit", "admit_from_memory", "catalog_cache", "keyring"]
 
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
-_OTP = OTPMiddleware(lambda request: None)  # its device check, without the middleware chain
+_remembered = RememberedFacts(admission_cache)
 _keyring: KeyRing | None = None
 _NO_DEVICE = DeviceInfo()  # the proxy knows no device; frozen, so one instance serves all
 
@@ -105,13 +102,12 @@ class Admission:
     upstream: str = ""
     assertion: str = ""
     held: pending.HeldRequest | None = None
-    hold_body: bool = False
     # (bucket key, rate per minute): a token the caller still has to take (answers from memory)
     bucket: tuple[str, int] | None = None
     # isolated browsers only: the tier's file-transfer control for what the app sends as a download
     downloads: str = ""
-    # what hold_for_step_up needs to bind the held request to the same decision
-    context: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # a post that waits for a step-up: what binds its held body to that step-up
+    step_up: pending.StepUpTicket | None = field(default=None, repr=False, compare=False)
 
 
 class _CatalogRow(NamedTuple):
@@ -171,50 +167,14 @@ admission_cache.on_catalog_change(catalog_cache.clear)
 admission_cache.on_catalog_change(zone_table.clear)
 
 
-def _session(session_key: str | None) -> Any:
-    engine = import_string(f"{settings.SESSION_ENGINE}.SessionStore")
-    return engine(session_key)
-
-
-def _session_user(session: Any) -> tuple[Any | None, bool]:
-    """(user, second factor verified). A locked (inactive) user comes back unverified-but-known
-    so the decision can deny them with its reason instead of a bare sign-in page."""
-    holder = SimpleNamespace(session=session)
-    user = get_user(holder)
-    if user.is_authenticated:
-        _OTP._verify_user_sync(holder, user)
-        return user, user.is_verified()
-    user_id = session.get(SESSION_KEY)
-    if user_id is None:
-        return None, False
-    locked = get_user_model()._default_manager.filter(pk=user_id, is_active=False).first()
-    if locked is not None and constant_time_compare(session.get(HASH_SESSION_KEY, ""),
-                                                    locked.get_session_auth_hash()):
-        return locked, False
-    return None, False
-
-
 def _login_url(view: str, next_url: str) -> str:
     return f"{view}?{urlencode({'next': next_url})}"
 
 
-def _identity(user: Any, session: Any, tier: str, groups: frozenset[str]) -> Identity:
-    last_login = getattr(user, "last_login", None)
-    mfa_time = session.get(MFA_TIME_KEY)
-    return Identity(
-        subject=str(user.pk), username=user.get_username(), email=user.email or "",
-        groups=tuple(sorted(groups)), tier=tier,
-        amr=tuple(session.get(AMR_KEY) or DEFAULT_AMR),
-        auth_time=int(last_login.timestamp()) if last_login else None,
-        mfa_time=int(mfa_time) if mfa_time is not None else None,
-    )
-
-
-def _audit(kind: str, outcome: str, req: GateRequest, actor: str, decision: Decision | None,
-           **detail: Any) -> None:
-    record(kind, outcome=outcome, actor=actor, resource=req.slug,
-           reasons=decision.reasons_as_data() if decision else [], client_address=req.client_address,
-           request_id=req.request_id, detail={"method": req.method, "path": req.path, **detail})
+def _audit(kind: str, outcome: str, req: GateRequest, actor: str, **detail: Any) -> None:
+    record(kind, outcome=outcome, actor=actor, resource=req.slug, reasons=[],
+           client_address=req.client_address, request_id=req.request_id,
+           detail={"method": req.method, "path": req.path, **detail})
 
 
 def admit_from_memory(req: GateRequest) -> Admission | None:
@@ -227,113 +187,120 @@ def admit_from_memory(req: GateRequest) -> Admission | None:
     """
     if req.replay_token is not None:
         return None
-    snapshot = admission_cache.get(req.session_key)
-    row = catalog_cache.peek(req.slug) if snapshot is not None else None
-    if snapshot is None or row is None or row.info is None:
+    facts = _remembered.facts(req.session_key)
+    row = catalog_cache.peek(req.slug) if facts is not None else None
+    if facts is None or row is None or row.info is None or row.info.kind != "web":
         return None
-    resource, info = row.resource, row.info
-    if info.kind != "web":
-        return None
+    info = row.info
     action = Action("http", classify_compiled(row.rules, req.method, req.path), req.method, req.path)
     zone = resolve_zone_in_memory(req.client_address)
     if zone is None or needs_lookups(info.tier, action.action_class):
         return None
     now = time.time()
-    identity = snapshot.identity
-    subject = Subject(username=identity.username, groups=snapshot.groups, is_active=True,
-                      mfa_age=None if snapshot.mfa_time is None else max(0.0, now - snapshot.mfa_time))
-    decision = decide_in_memory(DecisionInput(subject=subject, device=_NO_DEVICE, zone=zone,
+    decision = decide_in_memory(DecisionInput(subject=facts.subject(now), device=_NO_DEVICE, zone=zone,
                                               resource=info, action=action, now=now,
                                               via_isolation=req.via_isolation))
     if decision.outcome is not Outcome.ALLOW:
         return None
-    claims = assertion_claims(identity, issuer=req.issuer, audience=resource.slug, now=now,
-                              lifetime=settings.PORTAL_ASSERTION_LIFETIME, tier=info.tier.name)
     rate = decision.obligations.get("rate_limit_per_minute")
-    return Admission(Verdict.ALLOW, actor=identity.username, user_id=snapshot.user_id,
-                     upstream=resource.upstream,
-                     assertion=sign_assertion(keyring().active(), claims), resource_name=resource.name,
-                     bucket=(f"{snapshot.user_id}:{resource.slug}", int(rate)) if rate else None,
-                     downloads=_downloads(req, decision))
+    bucket = (f"{facts.user_id}:{row.resource.slug}", int(rate)) if rate else None
+    return _allow(req, facts, row.resource, decision, bucket=bucket)
 
 
 def admit(req: GateRequest) -> Admission:
     """Decide one request to ``/apps/<slug>/...`` before any byte of it reaches the app."""
     ticket = admission_cache.ticket()  # before reading anything: see AdmissionCache.put
-    session = _session(req.session_key)
-    user, verified = _session_user(session)
-    if user is None:
+    stored = StoredFacts()
+    facts = stored.facts(req.session_key)
+    if facts is None:
         return Admission(Verdict.LOGIN, location=_login_url(resolve_url(settings.LOGIN_URL), req.portal_path))
-    actor = user.get_username()
-    if user.is_active and not verified:
+    actor = facts.identity.username
+    if facts.is_active and not facts.verified:
         return Admission(Verdict.MFA, actor=actor,
                          location=_login_url("/accounts/mfa/verify/", req.portal_path))
     resource = catalog_cache.get(req.slug)
     if resource is None or resource.kind != "web":
         return Admission(Verdict.NOT_FOUND, actor=actor)
-
-    method, path, held = req.method, req.path, None
+    held = None
     if req.replay_token is not None:
-        held = pending.peek(req.replay_token, user_id=user.pk, slug=req.slug)
+        held = pending.peek(req.replay_token, user_id=facts.user_id, slug=req.slug)
         if held is None:
             return Admission(Verdict.GONE, actor=actor, resource_name=resource.name)
-        method, path = held.method, held.path
-    action = Action("http", classify(resource, method, path), method, path)
-    groups = user_groups(user)  # read once: for the decision and for the assertion
-    decision = authorize(user, session, req.client_address, resource, action,
-                         request_id=req.request_id, audit_allows=False, groups=groups,
+    action = _action(resource, req, held)
+    decision = authorize(stored.user, stored.session, req.client_address, resource, action,
+                         request_id=req.request_id, audit_allows=False, groups=facts.groups,
                          via_isolation=req.via_isolation)
+    if decision.outcome is not Outcome.ALLOW:
+        return _refused(req, stored, resource, action, decision, held=held)
+    refused = _take_rate(req, facts, resource, decision)
+    if refused is not None:
+        return refused
+    if held is not None and not _claim(req, held, actor):
+        return Admission(Verdict.GONE, actor=actor, resource_name=resource.name)
+    if held is None and req.session_key:
+        admission_cache.put(req.session_key, ticket, user_id=facts.user_id, identity=facts.identity,
+                            groups=facts.groups, mfa_time=facts.mfa_time)
+    return _allow(req, facts, resource, decision, held=held)
 
+
+def _action(resource: Resource, req: GateRequest, held: pending.HeldRequest | None) -> Action:
+    """The action decided: the request's own, or the held post's it replays (bound to its
+    digest, so only a grant confirmed for this very post counts)."""
+    if held is None:
+        return Action("http", classify(resource, req.method, req.path), req.method, req.path)
+    return Action("http", classify(resource, held.method, held.path), held.method, held.path,
+                  digest=held.digest)
+
+
+def _refused(req: GateRequest, stored: StoredFacts, resource: Resource, action: Action,
+             decision: Decision, *, held: pending.HeldRequest | None) -> Admission:
+    """Anything but an allow. A post that needs a step-up is held (its body is read by the
+    caller, then :func:`pending.hold_for_step_up` binds it to the step-up)."""
+    actor = stored.user.get_username() if stored.user is not None else ""
     if decision.outcome is Outcome.STEP_UP:
-        if method in _SAFE or held is not None:
-            location = step_up_url(user, session, resource, action, decision, req.portal_path)
+        if req.method in _SAFE or held is not None:
+            location = step_up_url(stored.user, stored.session, resource, action, decision, req.portal_path)
             return Admission(Verdict.STEP_UP, actor=actor, location=location,
                              reasons=decision.reasons, resource_name=resource.name)
+        ticket = pending.StepUpTicket(stored.user, stored.session, resource, action, decision)
         return Admission(Verdict.STEP_UP, actor=actor, reasons=decision.reasons,
-                         resource_name=resource.name, hold_body=True,
-                         context={"user": user, "session": session, "resource": resource,
-                                  "action": action, "decision": decision})
-    if decision.outcome is not Outcome.ALLOW:
-        verdict = Verdict.ISOLATE if decision.outcome is Outcome.ISOLATE else Verdict.DENY
-        return Admission(verdict, actor=actor, reasons=decision.reasons, resource_name=resource.name)
+                         resource_name=resource.name, step_up=ticket)
+    verdict = Verdict.ISOLATE if decision.outcome is Outcome.ISOLATE else Verdict.DENY
+    return Admission(verdict, actor=actor, reasons=decision.reasons, resource_name=resource.name)
 
+
+def _take_rate(req: GateRequest, facts: Facts, resource: Resource, decision: Decision) -> Admission | None:
+    """A 429 when the tier's rate limit is used up (a live socket's re-check takes no token)."""
     rate = decision.obligations.get("rate_limit_per_minute")
-    if rate and not req.live_recheck:
-        wait = limiter().take(f"{user.pk}:{resource.slug}", int(rate))
-        if wait:
-            _audit("proxy.rate_limited", "rate_limited", req, actor, None,
-                   limit_per_minute=rate, retry_after=wait)
-            return Admission(Verdict.RATE_LIMITED, actor=actor, retry_after=wait,
-                             resource_name=resource.name)
-    if held is not None and not pending.take(req.replay_token or ""):
-        return Admission(Verdict.GONE, actor=actor, resource_name=resource.name)
-    if held is not None:
-        _audit("proxy.replay", "allow", req, actor, None, replayed_method=held.method,
-               replayed_path=held.path)
+    if not rate or req.live_recheck:
+        return None
+    wait = limiter().take(f"{facts.user_id}:{resource.slug}", int(rate))
+    if not wait:
+        return None
+    actor = facts.identity.username
+    _audit("proxy.rate_limited", "rate_limited", req, actor, limit_per_minute=rate, retry_after=wait)
+    return Admission(Verdict.RATE_LIMITED, actor=actor, retry_after=wait, resource_name=resource.name)
 
-    tier = resource.tier.name
-    identity = _identity(user, session, tier, groups)
-    if held is None and req.session_key:
-        mfa_time = session.get(MFA_TIME_KEY)
-        admission_cache.put(req.session_key, ticket, user_id=user.pk, identity=replace(identity, tier=""),
-                            groups=groups, mfa_time=float(mfa_time) if mfa_time is not None else None)
-    claims = assertion_claims(identity, issuer=req.issuer,
-                              audience=resource.slug, now=time.time(),
-                              lifetime=settings.PORTAL_ASSERTION_LIFETIME)
-    return Admission(Verdict.ALLOW, actor=actor, user_id=user.pk, upstream=resource.upstream,
-                     assertion=sign_assertion(keyring().active(), claims), held=held,
-                     resource_name=resource.name, downloads=_downloads(req, decision))
+
+def _claim(req: GateRequest, held: pending.HeldRequest, actor: str) -> bool:
+    """Take the held post for this replay: True for exactly one caller, and audited."""
+    if not pending.take(req.replay_token or ""):
+        return False
+    _audit("proxy.replay", "allow", req, actor, replayed_method=held.method, replayed_path=held.path)
+    return True
+
+
+def _allow(req: GateRequest, facts: Facts, resource: Resource, decision: Decision, *,
+           held: pending.HeldRequest | None = None, bucket: tuple[str, int] | None = None) -> Admission:
+    """An allow with its fresh assertion (both paths mint it the same way)."""
+    claims = assertion_claims(facts.identity, issuer=req.issuer, audience=resource.slug, now=time.time(),
+                              lifetime=settings.PORTAL_ASSERTION_LIFETIME, tier=resource.tier.name)
+    return Admission(Verdict.ALLOW, actor=facts.identity.username, user_id=facts.user_id,
+                     upstream=resource.upstream, assertion=sign_assertion(keyring().active(), claims),
+                     held=held, resource_name=resource.name, bucket=bucket,
+                     downloads=_downloads(req, decision))
 
 
 def _downloads(req: GateRequest, decision: Decision) -> str:
     """An isolated browser's file downloads follow the tier's file-transfer control."""
     return str(decision.obligations.get("file_transfer", "deny")) if req.via_isolation else ""
-
-
-def hold_for_step_up(req: GateRequest, admission: Admission, held: pending.HeldRequest) -> str:
-    """Keep a form post for after the step-up; return where to send the browser."""
-    ctx = admission.context
-    token = pending.hold(held, user_id=ctx["user"].pk, slug=req.slug)
-    replay = f"/apps/{req.slug}{pending.REPLAY_PREFIX}{token}"
-    return step_up_url(ctx["user"], ctx["session"], ctx["resource"], ctx["action"],
-                       ctx["decision"], replay)

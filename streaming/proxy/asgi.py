@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from streaming.proxy.app import APP_SLUG, ProxyApp, Receive, Scope, Send, app_slug_of
+from streaming.proxy.app import ProxyApp
 from streaming.proxy.records import access_log
+from streaming.proxy.scope import APP_SLUG, Receive, Scope, Send
+from streaming.proxy.vetting import app_slug_of
 
 __all__ = ["ProxyDispatch", "WebSocketDispatch"]
 

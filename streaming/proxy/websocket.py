@@ -2,10 +2,11 @@
 
 A raw ASGI handler behind Channels' router (see docs/decisions/0005). Order per socket:
 vet the target, headers, host and scheme (handshake refused), then same-origin only (a
-page on another origin cannot ride the portal session: cross-site WebSocket hijacking),
-then :func:`streaming.proxy.access.admit` for a GET of the same path, the very code path
-HTTP uses. Anything but ``allow`` is accepted and closed at once with a code the page can
-read (4401 sign in / second factor / step-up, 4403 denied, 4404 unknown app, 4429 rate
+page on another origin cannot ride the portal session: cross-site WebSocket hijacking) —
+the very :func:`streaming.proxy.vetting.vet` HTTP uses — then
+:func:`streaming.proxy.access.admit` for a GET of the same path, again as HTTP does.
+Anything but ``allow`` is accepted and closed at once with a code the page can read
+(4401 sign in / second factor / step-up, 4403 denied, 4404 unknown app, 4429 rate
 limited) and nothing reaches the app. ``allow`` opens a WebSocket to the catalogued
 upstream only, with the portal's identity headers (a fresh ``X-Portal-Assertion``), the
 client's identity headers and the portal's cookies stripped, and the subprotocol the app
@@ -33,43 +34,24 @@ import dataclasses
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.http.request import split_domain_port, validate_host
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from portal.health import DEPENDENCY_ERRORS
-from portal.network import is_trusted, resolve_client_address
-from streaming.proxy import pending
 from streaming.proxy.access import Admission, GateRequest, Verdict, admit
 from streaming.proxy.admission_cache import admission_cache
-from streaming.proxy.app import (
-    APP_SLUG,
-    Receive,
-    Scope,
-    Send,
-    _conf,
-    _cookie,
-    _header,
-    _public_prefix,
-    _session_key,
-)
-from streaming.proxy.handoff import APP_COOKIE
-from streaming.proxy.handoff import app_session as find_app_session
-from streaming.proxy.headers import (
-    HeaderError,
-    check_request_headers,
-    same_origin,
-    upstream_request_headers,
-)
-from streaming.proxy.origins import RESERVED_PREFIX
-from streaming.proxy.paths import PathError, parse_target
+from streaming.proxy.app_origin import app_session
+from streaming.proxy.conf import proxy_conf
+from streaming.proxy.headers import upstream_request_headers
 from streaming.proxy.records import AccessEntry, access_log
+from streaming.proxy.scope import APP_SLUG, Receive, Scope, Send, cookie
 from streaming.proxy.upstream import Upstream, UpstreamError, upstream_tls
+from streaming.proxy.vetting import Turn, Vetting, arrival_of, vet
 
 __all__ = ["CLOSE_FORBIDDEN", "CLOSE_NOT_FOUND", "CLOSE_RATE_LIMITED", "CLOSE_UNAUTHENTICATED",
            "WebSocketProxy", "refusal"]
@@ -107,21 +89,31 @@ class _End:
     decision: str | None = None  # set when a re-check ended it
 
 
+@dataclass(slots=True)
 class _Socket:
-    """Book-keeping for one socket: what the access record will say."""
+    """One proxied socket: its ASGI side, its admission, and what its access record will say."""
 
-    def __init__(self, scope: Scope) -> None:
-        self.started = time.perf_counter()
-        self.request_id = uuid.uuid4().hex
-        self.slug = ""
-        self.path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
-        self.actor = ""
-        self.client_address = (scope.get("client") or ("", 0))[0]
-        self.status = 0
-        self.decision = "error"
-        self.bytes_in = 0  # browser to app, message payload bytes
-        self.bytes_out = 0  # app to browser
-        self.handshake_done = False
+    scope: Scope
+    receive: Receive
+    send: Send
+    path: str
+    client_address: str
+    started: float = field(default_factory=time.perf_counter)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    slug: str = ""
+    actor: str = ""
+    status: int = 0
+    decision: str = "error"
+    bytes_in: int = 0  # browser to app, message payload bytes
+    bytes_out: int = 0  # app to browser
+    handshake_done: bool = False
+    req: GateRequest | None = None  # what it was admitted on (and is re-checked on)
+    admission: Admission | None = None
+
+    @classmethod
+    def begin(cls, scope: Scope, receive: Receive, send: Send) -> _Socket:
+        return cls(scope, receive, send, scope.get("raw_path", b"").decode("latin-1") or scope["path"],
+                   (scope.get("client") or ("", 0))[0])
 
     def entry(self) -> AccessEntry:
         return AccessEntry(
@@ -129,6 +121,11 @@ class _Socket:
             status=self.status, decision=self.decision, bytes_in=self.bytes_in,
             bytes_out=self.bytes_out, duration_ms=(time.perf_counter() - self.started) * 1000,
             client_address=self.client_address, request_id=self.request_id)
+
+
+# How a handshake vetting turned away is refused (HTTP status, record's decision).
+_TURNED = {Turn.NOT_FOUND: (404, "not_found"), Turn.INSECURE: (403, "bad_request"),
+           Turn.CROSS_SITE: (403, "deny")}
 
 
 def _size(data: str | bytes) -> int:
@@ -173,128 +170,47 @@ class WebSocketProxy:
         self._gate = database_sync_to_async(admit, thread_sensitive=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ws = _Socket(scope)
+        ws = _Socket.begin(scope, receive, send)
         try:
             message = await receive()
             if message["type"] != "websocket.connect":
                 return
-            await self._handle(scope, receive, send, ws)
+            await self._handle(ws)
         except DEPENDENCY_ERRORS:
             # Database or Redis away: nothing is allowed (fail closed).
             logger.exception("proxy dependency unavailable", extra={"request_id": ws.request_id})
-            await self._refuse(scope, send, ws, _SERVER_ERROR, "The portal is unavailable; try again soon.",
+            await self._refuse(ws, _SERVER_ERROR, "The portal is unavailable; try again soon.",
                                decision="unavailable")
         except Exception:
             logger.exception("websocket proxy failure", extra={"request_id": ws.request_id})
-            await self._refuse(scope, send, ws, _SERVER_ERROR, "The portal failed; try again.",
-                               decision="error")
+            await self._refuse(ws, _SERVER_ERROR, "The portal failed; try again.", decision="error")
         finally:
             access_log.add(ws.entry())
 
     # --- the handshake, step by step --------------------------------------------------
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, ws: _Socket) -> None:
-        raw_path = scope.get("raw_path", b"").decode("latin-1")
-        query = scope.get("query_string", b"").decode("latin-1")
-        app_slug: str | None = scope.get(APP_SLUG)
-        try:
-            check_request_headers(scope["headers"])
-            if app_slug is not None and not raw_path.startswith("/"):
-                raise PathError("the request target is not a path")
-            target = parse_target(f"/apps/{app_slug}{raw_path}" if app_slug else raw_path, query)
-            if target is None or not target.upstream_path:
-                raise PathError("not a path inside an app")
-            if target.upstream_path.startswith((pending.REPLAY_PREFIX, RESERVED_PREFIX)):
-                raise PathError("the portal's own paths are not WebSockets")
-        except (HeaderError, PathError):
-            await self._reject(send, ws, 400, "bad_request")
+    async def _handle(self, ws: _Socket) -> None:
+        vetting = vet(arrival_of(ws.scope, websocket=True), proxy_conf())
+        ws.client_address = vetting.client_address
+        if vetting.target is not None:
+            ws.slug, ws.path = vetting.target.slug, vetting.record_path
+        if vetting.turn is not None:
+            await self._reject(ws, *_TURNED.get(vetting.turn, (400, "bad_request")))
             return
-        ws.slug = target.slug
-        ws.path = target.upstream_path + (f"?{query}" if query else "")
-
-        host = _header(scope, b"host") or ""
-        scheme = "https" if scope.get("scheme") == "wss" else "http"
-        trusted = settings.PORTAL_TRUSTED_PROXIES
-        if is_trusted(ws.client_address, trusted):
-            ws.client_address = resolve_client_address(ws.client_address,
-                                                       _header(scope, b"x-forwarded-for"), trusted)
-            if (_header(scope, b"x-forwarded-proto") or "").strip().lower() == "https":
-                scheme = "https"
-        domain, _port = split_domain_port(host)
-        allowed = settings.ALLOWED_HOSTS + (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
-        if app_slug is None and settings.PORTAL_APPS_DOMAIN:
-            await self._reject(send, ws, 404, "not_found")  # apps answer on their own origins only
-            return
-        if app_slug is None and (not domain or not validate_host(domain, allowed)):
-            await self._reject(send, ws, 400, "bad_request")
-            return
-        if scheme != "https" and settings.SECURE_SSL_REDIRECT:
-            await self._reject(send, ws, 403, "bad_request")
-            return
-        # Browsers always send Origin on a WebSocket handshake: it must be this very origin,
-        # and Fetch Metadata (when sent) must agree.
-        if not (same_origin(_header(scope, b"origin"), None, scheme=scheme, host=host)
-                and same_origin(None, _header(scope, b"sec-fetch-site"), scheme=scheme, host=host)):
-            await self._reject(send, ws, 403, "deny")
-            return
-
-        conf = _conf()
-        if app_slug is not None:
-            app_session = await database_sync_to_async(find_app_session, thread_sensitive=False)(
-                _cookie(scope, APP_COOKIE), app_slug)
-            session_key = app_session.session_key if app_session else None
-            via_isolation = bool(app_session and app_session.isolated)
-            issuer = conf.issuer or conf.portal_origin(scheme, host)
-        else:
-            session_key, issuer = _session_key(scope), conf.issuer or f"https://{host}"
-            via_isolation = False
-        req = GateRequest(
-            slug=target.slug, method="GET", path=target.path, portal_path=target.portal_path,
-            session_key=session_key, client_address=ws.client_address,
-            request_id=ws.request_id, issuer=issuer, via_isolation=via_isolation)
-        admission = await self._gate(req)
-        ws.actor = admission.actor
-        ws.decision = str(admission.verdict)
+        admission = await self._admit(ws, vetting)
+        ws.actor, ws.decision = admission.actor, str(admission.verdict)
         if admission.verdict is not Verdict.ALLOW:
-            code, reason = refusal(admission)
-            await self._refuse(scope, send, ws, code, reason)
+            await self._refuse(ws, *refusal(admission))
             return
-
-        try:
-            upstream = Upstream.parse(admission.upstream)
-        except UpstreamError:
-            logger.error("resource %s has an unusable upstream", target.slug)
-            await self._refuse(scope, send, ws, _BAD_GATEWAY, "The app is not set up correctly.")
-            return
-        headers = upstream_request_headers(
-            [(k, v) for k, v in scope["headers"] if k.lower().decode("latin-1") not in _HANDSHAKE],
-            assertion=admission.assertion, client_address=ws.client_address, proto=scheme,
-            host=host, prefix=_public_prefix(scope, target).rstrip("/"),
-            portal_cookies=conf.portal_cookies)
-        headers.append(("x-request-id", ws.request_id))
-        url = _ws_url(upstream, target.upstream_path, query)
-        try:
-            conn = await _NoRedirects(
-                url, additional_headers=headers, user_agent_header=None, proxy=None,
-                subprotocols=scope.get("subprotocols") or None,
-                ssl=upstream_tls() if upstream.scheme == "https" else None,
-                open_timeout=settings.PORTAL_PROXY_CONNECT_TIMEOUT,
-                max_size=int(_setting("PORTAL_PROXY_WS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024)),
-                max_queue=int(_setting("PORTAL_PROXY_WS_QUEUE", 8)),
-                write_limit=settings.PORTAL_PROXY_CHUNK_BYTES, close_timeout=2)
-        except InvalidStatus as exc:
-            await self._refuse(scope, send, ws, _BAD_GATEWAY,
-                               f"The app refused the connection (HTTP {exc.response.status_code}).")
-            return
-        except (OSError, TimeoutError, InvalidHandshake):
-            await self._refuse(scope, send, ws, _BAD_GATEWAY, "The app is not answering.")
+        conn = await self._connect(ws, vetting, admission)
+        if conn is None:
             return
         end: _End | None = None
         try:
-            await send({"type": "websocket.accept", "subprotocol": conn.subprotocol})
+            await ws.send({"type": "websocket.accept", "subprotocol": conn.subprotocol})
             ws.handshake_done = True
             ws.status = 101
-            end = await self._relay(receive, send, conn, ws, req, admission.upstream, admission.user_id)
+            end = await self._relay(ws, conn)
             if end.decision is not None:
                 ws.decision = end.decision
         finally:
@@ -302,17 +218,66 @@ class WebSocketProxy:
             app_close = (_GOING_AWAY, "portal closed the connection") if end is None else end.app
             closes = [_close_app(conn, *(app_close or (1000, "")))]
             if end is not None and end.browser is not None:
-                closes.append(self._close_browser(send, ws, *end.browser))
+                closes.append(self._close_browser(ws, *end.browser))
             await asyncio.gather(*closes)
+
+    async def _admit(self, ws: _Socket, vetting: Vetting) -> Admission:
+        """The same admission as an HTTP GET of this path (always the full way: a socket is
+        opened once and then lives long)."""
+        target = vetting.target
+        assert target is not None
+        app_slug: str | None = ws.scope.get(APP_SLUG)
+        if app_slug is not None:
+            found = await app_session(ws.scope, app_slug)
+            session_key, via_isolation = (found.session_key, found.isolated) if found else (None, False)
+        else:
+            session_key, via_isolation = cookie(ws.scope, proxy_conf().session_cookie), False
+        ws.req = GateRequest(
+            slug=target.slug, method="GET", path=target.path, portal_path=target.portal_path,
+            session_key=session_key, client_address=ws.client_address,
+            request_id=ws.request_id, issuer=vetting.issuer, via_isolation=via_isolation)
+        ws.admission = await self._gate(ws.req)
+        return ws.admission
+
+    async def _connect(self, ws: _Socket, vetting: Vetting, admission: Admission) -> ClientConnection | None:
+        """A WebSocket to the catalogued upstream, or None (the browser was told why)."""
+        target = vetting.target
+        assert target is not None
+        try:
+            upstream = Upstream.parse(admission.upstream)
+        except UpstreamError:
+            logger.error("resource %s has an unusable upstream", target.slug)
+            await self._refuse(ws, _BAD_GATEWAY, "The app is not set up correctly.")
+            return None
+        headers = upstream_request_headers(
+            [(k, v) for k, v in ws.scope["headers"] if k.lower().decode("latin-1") not in _HANDSHAKE],
+            assertion=admission.assertion, client_address=ws.client_address, proto=vetting.scheme,
+            host=vetting.host, prefix="" if ws.scope.get(APP_SLUG) is not None else target.prefix.rstrip("/"),
+            portal_cookies=proxy_conf().portal_cookies)
+        headers.append(("x-request-id", ws.request_id))
+        try:
+            return await _NoRedirects(
+                _ws_url(upstream, target.upstream_path, target.query), additional_headers=headers,
+                user_agent_header=None, proxy=None, subprotocols=ws.scope.get("subprotocols") or None,
+                ssl=upstream_tls() if upstream.scheme == "https" else None,
+                open_timeout=settings.PORTAL_PROXY_CONNECT_TIMEOUT,
+                max_size=int(_setting("PORTAL_PROXY_WS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024)),
+                max_queue=int(_setting("PORTAL_PROXY_WS_QUEUE", 8)),
+                write_limit=settings.PORTAL_PROXY_CHUNK_BYTES, close_timeout=2)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            await self._refuse(ws, _BAD_GATEWAY, f"The app refused the connection (HTTP {status}).")
+        except (OSError, TimeoutError, InvalidHandshake):
+            await self._refuse(ws, _BAD_GATEWAY, "The app is not answering.")
+        return None
 
     # --- the relay --------------------------------------------------------------------
 
-    async def _relay(self, receive: Receive, send: Send, conn: ClientConnection, ws: _Socket,
-                     req: GateRequest, upstream: str, user_id: int | None) -> _End:
+    async def _relay(self, ws: _Socket, conn: ClientConnection) -> _End:
         stall = _setting("PORTAL_PROXY_WS_STALL_SECONDS", settings.PORTAL_PROXY_READ_TIMEOUT)
-        tasks = [asyncio.create_task(_browser_to_app(receive, conn, ws, stall)),
-                 asyncio.create_task(_app_to_browser(conn, send, ws, stall)),
-                 asyncio.create_task(self._recheck(req, upstream, user_id))]
+        tasks = [asyncio.create_task(_browser_to_app(ws, conn, stall)),
+                 asyncio.create_task(_app_to_browser(conn, ws, stall)),
+                 asyncio.create_task(self._recheck(ws))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -322,12 +287,14 @@ class WebSocketProxy:
         first = next(t for t in tasks if t in done)
         return first.result()
 
-    async def _recheck(self, req: GateRequest, upstream: str, user_id: int | None) -> _End:
+    async def _recheck(self, ws: _Socket) -> _End:
         """Admit the socket again at once when a change touches its user or session (pushed,
         see streaming/proxy/signals.py), and every interval as the safety net; end it when
         the answer changes."""
-        check = dataclasses.replace(req, live_recheck=True)
-        changed = admission_cache.watch(user_id if user_id is not None else -1, req.session_key)
+        assert ws.req is not None and ws.admission is not None
+        check = dataclasses.replace(ws.req, live_recheck=True)
+        user_id, upstream = ws.admission.user_id, ws.admission.upstream
+        changed = admission_cache.watch(user_id if user_id is not None else -1, ws.req.session_key)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -355,13 +322,12 @@ class WebSocketProxy:
 
     # --- closing ----------------------------------------------------------------------
 
-    async def _reject(self, send: Send, ws: _Socket, status: int, decision: str) -> None:
+    async def _reject(self, ws: _Socket, status: int, decision: str) -> None:
         """Refuse the handshake itself (the server answers 403): nothing to explain to a page."""
         ws.status, ws.decision = status, decision
-        await send({"type": "websocket.close", "code": CLOSE_FORBIDDEN})
+        await ws.send({"type": "websocket.close", "code": CLOSE_FORBIDDEN})
 
-    async def _refuse(self, scope: Scope, send: Send, ws: _Socket, code: int, reason: str,
-                      decision: str | None = None) -> None:
+    async def _refuse(self, ws: _Socket, code: int, reason: str, decision: str | None = None) -> None:
         """Accept, then close at once with a code and reason the page can read.
 
         The first subprotocol offered is echoed: a browser fails a handshake that offered
@@ -370,20 +336,20 @@ class WebSocketProxy:
         if decision:
             ws.decision = decision
         if not ws.handshake_done:
-            offered = scope.get("subprotocols") or []
+            offered = ws.scope.get("subprotocols") or []
             try:
-                await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+                await ws.send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
             except Exception:
                 return  # the browser is gone already
             ws.handshake_done = True
-        await self._close_browser(send, ws, code, reason)
+        await self._close_browser(ws, code, reason)
 
-    async def _close_browser(self, send: Send, ws: _Socket, code: int, reason: str) -> None:
+    async def _close_browser(self, ws: _Socket, code: int, reason: str) -> None:
         ws.status = code
         # A browser that stopped reading may never make room for the close frame.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
-                await send({"type": "websocket.close", "code": code, "reason": _reason(reason)})
+                await ws.send({"type": "websocket.close", "code": code, "reason": _reason(reason)})
 
 
 def _ws_url(upstream: Upstream, upstream_path: str, query: str) -> str:
@@ -393,9 +359,9 @@ def _ws_url(upstream: Upstream, upstream_path: str, query: str) -> str:
     return f"{scheme}://{host}:{upstream.port}{upstream.target(upstream_path, query)}"
 
 
-async def _browser_to_app(receive: Receive, conn: ClientConnection, ws: _Socket, stall: float) -> _End:
+async def _browser_to_app(ws: _Socket, conn: ClientConnection, stall: float) -> _End:
     while True:
-        message = await receive()
+        message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             ws.status = message.get("code") or 1005
             code = _sendable(message.get("code"), _GOING_AWAY)
@@ -416,7 +382,7 @@ async def _browser_to_app(receive: Receive, conn: ClientConnection, ws: _Socket,
         ws.bytes_in += _size(data)
 
 
-async def _app_to_browser(conn: ClientConnection, send: Send, ws: _Socket, stall: float) -> _End:
+async def _app_to_browser(conn: ClientConnection, ws: _Socket, stall: float) -> _End:
     while True:
         try:
             data = await conn.recv()
@@ -425,7 +391,7 @@ async def _app_to_browser(conn: ClientConnection, send: Send, ws: _Socket, stall
         key = "bytes" if isinstance(data, bytes) else "text"
         try:
             async with asyncio.timeout(stall):
-                await send({"type": "websocket.send", key: data})  # waits for a slow browser
+                await ws.send({"type": "websocket.send", key: data})  # waits for a slow browser
         except TimeoutError:
             return _End((_TRY_LATER, "Your browser stopped reading; the connection was closed."),
                         (_GOING_AWAY, "browser not reading"))

@@ -106,7 +106,7 @@ def test_a_tier_given_to_assertion_claims_stands_in_for_the_identitys():
 
 
 def test_the_proxy_reads_a_changed_setting_on_the_next_request(settings):
-    from streaming.proxy.app import _conf
+    from streaming.proxy.conf import proxy_conf as _conf
 
     assert _conf().session_cookie == settings.SESSION_COOKIE_NAME
     settings.SESSION_COOKIE_NAME = "portal_session"

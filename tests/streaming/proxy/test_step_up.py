@@ -124,3 +124,27 @@ def test_a_locked_user_is_denied_on_the_next_request(web_resource, echo_upstream
     assert denied.status_code == 403
     assert "Your account is locked" in denied.text
     assert AuditEvent.objects.filter(action="decision", outcome="deny", actor="wendy").exists()
+
+
+def test_a_one_time_grant_confirmed_for_one_held_post_does_not_release_another(
+        notes, browser_for, worker, datasette_upstream):
+    """Two posts of the same form wait for a step-up each; confirming the first must not let
+    the second (same method and path, another body) ride on its one-time grant."""
+    client = browser_for(worker)
+    before = _count(datasette_upstream)
+    first = _form_post(client, "Pay Alice 10")
+    second = _form_post(client, "Pay Mallory 99999")
+    assert first.status_code == second.status_code == 303
+    second_replay = parse_qs(urlsplit(second.headers["location"]).query)["next"][0]
+
+    stepped = _step_up(client, first.headers["location"], worker)
+    assert stepped.status_code == 302, stepped.text[:500]
+
+    refused = client.get(second_replay)
+    assert refused.status_code == 302
+    assert refused.headers["location"].startswith("/accounts/step-up/"), "it needs its own confirmation"
+    assert _count(datasette_upstream) == before, "the second post never reached the app"
+
+    landed = client.get(stepped.headers["location"])
+    assert landed.status_code == 302 and landed.headers["location"].startswith("/apps/notes/")
+    assert _count(datasette_upstream) == before + 1
