@@ -26,159 +26,36 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
-import hashlib
-import json
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
-from datetime import datetime
-from operator import attrgetter
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.core.signals import request_started
 from django.db import DataError, IntegrityError, close_old_connections, connection, transaction
-from django.utils import timezone
 
-__all__ = ["AccessEntry", "AccessLog", "access_log", "journal_directory"]
+from streaming.proxy.journal import (
+    COLUMNS,
+    AccessEntry,
+    Journal,
+    claimed,
+    encode_entries,
+    journal_directory,
+    read_entries,
+    row_values,
+)
+
+__all__ = ["AccessEntry", "AccessLog", "access_log", "encode_entries", "journal_directory"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUED = 10_000  # PORTAL_PROXY_ACCESS_QUEUE_MAX: rows held in memory at most
-_READ_BYTES = 1024 * 1024  # what the writer reads of a journal at a time when it has fallen behind
 _LEFTOVER_SCAN_SECONDS = 30.0  # how often a live process looks for journals of dead ones
 _MAX_BACKOFF = 5.0  # longest pause between write attempts while the database is away
-
-
-def _request_id() -> str:
-    return os.urandom(16).hex()
-
-
-@dataclass(frozen=True)
-class AccessEntry:
-    """One proxied request, as it will be stored."""
-
-    actor: str
-    resource: str
-    method: str
-    path: str
-    status: int
-    decision: str
-    bytes_in: int
-    bytes_out: int
-    duration_ms: float
-    client_address: str = ""
-    request_id: str = field(default_factory=_request_id)  # what makes a replay exactly-once
-    time: datetime = field(default_factory=timezone.now)
-
-
-_COLUMNS = tuple(f.name for f in fields(AccessEntry))
-_row = attrgetter(*_COLUMNS)  # an entry's values in column order, "time" last
-assert _COLUMNS[-1] == "time"
-_json = json.JSONEncoder(separators=(",", ":")).encode  # ASCII only: a line is always valid UTF-8
-
-
-def encode_entries(entries: list[AccessEntry]) -> bytes:
-    """Journal lines for ``entries``: one JSON array per line, columns in model order."""
-    return "".join([_json([*r[:-1], r[-1].isoformat()]) + "\n" for r in map(_row, entries)]).encode()
-
-
-def decode_line(line: bytes) -> AccessEntry:
-    """The entry a journal line holds (raises ``ValueError`` for a line that is not one)."""
-    values = json.loads(line)
-    if not isinstance(values, list) or len(values) != len(_COLUMNS):
-        raise ValueError("not an access record")
-    return AccessEntry(*values[:-1], time=datetime.fromisoformat(values[-1]))
-
-
-def journal_directory() -> Path:
-    """Where this process keeps journals: one directory per database, so a journal is only
-    ever replayed into the database it was meant for (a test run's never reaches the demo's).
-    The database is its engine and name, not its address: a fail-over to another host is
-    still the same database."""
-    base = Path(getattr(settings, "PORTAL_PROXY_ACCESS_JOURNAL_DIR", None)
-                or Path(settings.VAR_DIR) / "access-records")
-    db = connection.settings_dict
-    key = "|".join(str(db.get(k) or "") for k in ("ENGINE", "NAME"))
-    return base / hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def _private_directory(path: Path) -> None:
-    """Make ``path`` (and its parent, if missing) 0700: journals hold who reached what."""
-    missing = [p for p in (path.parent, path) if not p.exists()]
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for directory in {*missing, path}:
-        directory.chmod(0o700)
-
-
-class _Journal:
-    """This process's append-only journal file, held under an exclusive ``flock``."""
-
-    def __init__(self, directory: Path) -> None:
-        _private_directory(directory)
-        self.path = directory / f"{os.getpid()}-{os.urandom(4).hex()}.jsonl"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.end = 0  # bytes in the file
-        self.synced_at = time.monotonic()
-        self.dirty = False
-
-    def append(self, data: bytes) -> tuple[int, int]:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
-        start, self.end = self.end, self.end + len(data)
-        self.dirty = True
-        return start, self.end
-
-    def sync(self) -> None:
-        if self.dirty:
-            self.dirty = False
-            os.fsync(self.fd)
-        self.synced_at = time.monotonic()
-
-    def truncate(self) -> None:
-        os.ftruncate(self.fd, 0)
-        self.end = 0
-
-    def close(self, *, remove: bool) -> None:
-        if remove:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
-def read_entries(fd: int, offset: int, limit: int, max_rows: int) -> tuple[list[AccessEntry], int]:
-    """Up to ``max_rows`` entries from whole lines of ``fd`` between ``offset`` and ``limit``,
-    and the offset after the last line read. A torn last line (its writer was killed mid-write)
-    is left unread; a line that is not a record is logged and skipped."""
-    entries: list[AccessEntry] = []
-    size = _READ_BYTES
-    while offset < limit and len(entries) < max_rows:
-        chunk = os.pread(fd, min(size, limit - offset), offset)
-        if not chunk:
-            break
-        lines = chunk.split(b"\n")
-        if len(lines) == 1:  # no whole line in the chunk
-            if offset + len(chunk) >= limit:
-                break
-            size *= 2
-            continue
-        for line in lines[:-1]:
-            offset += len(line) + 1
-            try:
-                entries.append(decode_line(line))
-            except (ValueError, TypeError):
-                logger.error("skipped an unreadable access-record journal line (%d bytes)", len(line))
-            if len(entries) >= max_rows:
-                break
-    return entries, offset
 
 
 @dataclass
@@ -201,7 +78,7 @@ class AccessLog:
         self._max_queued_given = max_queued is not None
         self._directory = directory  # None: journal_directory(), removed again when left empty
         self._queue: deque[AccessEntry] = deque()
-        self._journal: _Journal | None = None
+        self._journal: Journal | None = None
         self._journal_lock = threading.Lock()  # appends, truncation and the hand-over below
         self._write_lock = threading.Lock()  # one database writer at a time
         self._ready: deque[_Chunk] = deque()  # journaled, not yet written, still in memory
@@ -240,7 +117,7 @@ class AccessLog:
                 self.max_queued = int(getattr(settings, "PORTAL_PROXY_ACCESS_QUEUE_MAX", DEFAULT_MAX_QUEUED))
             self._closed = False
             if self._journal is None:
-                self._journal = _Journal(self._directory or journal_directory())
+                self._journal = Journal(self._directory or journal_directory())
                 self._committed = 0
             self._threads = (
                 threading.Thread(target=self._run_journal, name="proxy-access-journal", daemon=True),
@@ -362,7 +239,7 @@ class AccessLog:
                 self._ready_rows = 0
         return written
 
-    def _next_chunk(self, journal: _Journal, target: int) -> _Chunk | None:
+    def _next_chunk(self, journal: Journal, target: int) -> _Chunk | None:
         """The next rows after ``_committed``: from memory if handed over, else from the file."""
         with self._journal_lock:
             while self._ready and self._ready[0].end <= self._committed:
@@ -385,7 +262,7 @@ class AccessLog:
         for path in sorted(directory.glob("*.jsonl")):
             if path == own:
                 continue
-            with _claimed(path) as fd:
+            with claimed(path) as fd:
                 if fd is None:
                     continue
                 offset, size = 0, os.fstat(fd).st_size
@@ -443,26 +320,6 @@ class AccessLog:
         self._start_lock = threading.Lock()
 
 
-@contextlib.contextmanager
-def _claimed(path: Path) -> Iterator[int | None]:
-    """An open descriptor of ``path`` under its exclusive lock, or ``None`` if its owner lives
-    (or another process is replaying it, or it is gone)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        yield None
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield None
-            return
-        yield fd if os.fstat(fd).st_nlink else None  # unlinked by a replayer that finished first
-    finally:
-        os.close(fd)
-
-
 def _write_once(model: type, batch: list[AccessEntry], *, check: bool) -> int:
     """Insert ``batch``; with ``check``, first leave out rows the database already holds
     (their commit is in doubt). A row the database rejects for its content is logged and
@@ -505,10 +362,10 @@ def _insert(model: type, batch: list[AccessEntry]) -> None:
         return
     ops = connection.ops
     sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - the model's own names; values are parameters
-        ops.quote_name(model._meta.db_table), ", ".join(ops.quote_name(c) for c in _COLUMNS),
-        ", ".join(["%s"] * len(_COLUMNS)))
+        ops.quote_name(model._meta.db_table), ", ".join(ops.quote_name(c) for c in COLUMNS),
+        ", ".join(["%s"] * len(COLUMNS)))
     adapt = ops.adapt_datetimefield_value  # the backend's form of the "time" column
-    rows = [(*r[:-1], adapt(r[-1])) for r in map(_row, batch)]
+    rows = [(*r[:-1], adapt(r[-1])) for r in map(row_values, batch)]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, rows)
 
@@ -518,10 +375,10 @@ def _copy(model: type, batch: list[AccessEntry]) -> None:
     fraction of an INSERT's per-row work in the writer thread."""
     ops = connection.ops
     sql = "COPY {} ({}) FROM STDIN".format(
-        ops.quote_name(model._meta.db_table), ", ".join(ops.quote_name(c) for c in _COLUMNS))
+        ops.quote_name(model._meta.db_table), ", ".join(ops.quote_name(c) for c in COLUMNS))
     with transaction.atomic(), connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for entry in batch:
-            copy.write_row(_row(entry))
+            copy.write_row(row_values(entry))
 
 
 access_log = AccessLog()
