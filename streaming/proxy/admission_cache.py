@@ -35,6 +35,7 @@ from channels.layers import BaseChannelLayer, InMemoryChannelLayer, channel_laye
 from django.conf import settings
 
 from streaming.proxy.assertion import Identity
+from streaming.proxy.facts import Facts
 from tiers.context import session_hash
 
 __all__ = ["GROUP", "AdmissionCache", "Snapshot", "admission_cache"]
@@ -51,11 +52,12 @@ _HASH_MEMO = 4096  # session keys whose hash is remembered
 class Snapshot:
     """The facts about one verified session the decision and the assertion need."""
 
-    user_id: int
-    identity: Identity  # tier filled in per request
-    groups: frozenset[str]
-    mfa_time: float | None
+    facts: Facts
     expires_at: float  # time.monotonic()
+
+    @property
+    def user_id(self) -> int:
+        return self.facts.user_id
 
 
 class AdmissionCache:
@@ -127,7 +129,8 @@ class AdmissionCache:
         with self._lock:
             if ticket != self._changes:
                 return False
-            self._entries[key] = Snapshot(user_id, identity, groups, mfa_time, now + ttl)
+            facts = Facts(user_id, identity, groups, is_active=True, verified=True, mfa_time=mfa_time)
+            self._entries[key] = Snapshot(facts, now + ttl)
             self._by_user.setdefault(user_id, set()).add(key)
             if len(self._entries) >= self._sweep_at:
                 self._sweep(now)

@@ -17,7 +17,7 @@ the user.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user, get_user_model
@@ -29,10 +29,12 @@ from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.models import Device
 
 from portal.accounts.mfa import AMR_KEY, DEFAULT_AMR, MFA_TIME_KEY
-from streaming.proxy.admission_cache import AdmissionCache
 from streaming.proxy.assertion import Identity
 from tiers.context import subject_from, user_groups
 from tiers.types import Subject
+
+if TYPE_CHECKING:
+    from streaming.proxy.admission_cache import AdmissionCache
 
 __all__ = ["FactSource", "Facts", "RememberedFacts", "StoredFacts", "verified_device"]
 
@@ -70,10 +72,7 @@ class RememberedFacts:
 
     def facts(self, session_key: str | None) -> Facts | None:
         snapshot = self._cache.get(session_key)
-        if snapshot is None:
-            return None
-        return Facts(snapshot.user_id, snapshot.identity, snapshot.groups, is_active=True,
-                     verified=True, mfa_time=snapshot.mfa_time)
+        return None if snapshot is None else snapshot.facts
 
 
 class StoredFacts:

@@ -42,7 +42,7 @@ class Turn(StrEnum):
     REPLAY_METHOD = "replay_method"  # a replay link opened with anything but GET
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Arrival:
     """What a request says about itself: the parts of an ASGI scope vetting reads."""
 
