@@ -48,6 +48,7 @@ __all__ = ["SessionHostRunner", "processes_of", "stop_processes_of"]
 
 log = logging.getLogger(__name__)
 _VNC_ALPHABET = string.ascii_letters + string.digits
+_RETRY_SECONDS = 5.0  # a slot that failed to be made waits this long before the next try
 
 
 def processes_of(uid: int) -> list[int]:
@@ -160,6 +161,7 @@ class SessionHostRunner:
         self.wipe_seconds: list[float] = []
         self.warm_seconds: list[float] = []
         self._busy: set[int] = set()  # slots being wiped or warmed by a worker thread
+        self._failed_at: dict[int, float] = {}  # when a slot last failed to be made
         self._lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self.loop.run_forever, name=f"{name}-bridges",
@@ -211,6 +213,7 @@ class SessionHostRunner:
                 work(index)
             except Exception:
                 log.exception("slot %s#%s failed", self.name, index)
+                self._failed_at[index] = time.monotonic()  # not tried again at once: no tight loop
                 Slot.objects.filter(host=self.host, index=index).update(state=Slot.State.FAILED)
             finally:
                 close_old_connections()
@@ -224,6 +227,8 @@ class SessionHostRunner:
         for slot in Slot.objects.filter(host=self.host, state=Slot.State.ASSIGNED, launched=False):
             self._launch(slot)
         for slot in Slot.objects.filter(host=self.host, state__in=[Slot.State.RELEASED, Slot.State.FAILED]):
+            if time.monotonic() - self._failed_at.get(slot.index, -_RETRY_SECONDS) < _RETRY_SECONDS:
+                continue
             if Slot.objects.filter(pk=slot.pk, state=slot.state).update(state=Slot.State.WIPING):
                 self._in_background(slot.index, self._renew)
         for index, running in list(self.running.items()):
