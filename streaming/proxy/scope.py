@@ -11,7 +11,7 @@ from typing import Any
 
 from django.http.cookie import parse_cookie
 
-__all__ = ["APP_SLUG", "Receive", "Scope", "Send", "cookie", "header", "wants_json"]
+__all__ = ["APP_SLUG", "Receive", "Scope", "Send", "cookie", "header", "header_table", "wants_json"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -21,15 +21,20 @@ APP_SLUG = "portal.app_slug"  # scope key: the app whose own origin the request 
 _HEADER_TABLE = "portal.headers"  # scope key of the request's header table (see header)
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of header ``name`` (lower case), from a table built once per request."""
+def header_table(scope: Scope) -> dict[bytes, bytes]:
+    """The first value of each header (names in lower case), built once per request."""
     table = scope.get(_HEADER_TABLE)
     if table is None:
         table = {}
         for key, value in scope["headers"]:
             table.setdefault(key.lower(), value)
         scope[_HEADER_TABLE] = table
-    value = table.get(name)
+    return table
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case)."""
+    value = header_table(scope).get(name)
     return None if value is None else value.decode("latin-1")
 
 

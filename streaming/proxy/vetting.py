@@ -11,7 +11,7 @@ so the two can no longer drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from urllib.parse import quote
@@ -22,7 +22,7 @@ from streaming.proxy.headers import HeaderError, check_request_headers, same_ori
 from streaming.proxy.origins import RESERVED_PREFIX, app_origin, app_slug_for_host, split_host
 from streaming.proxy.paths import PathError, ProxyPath, parse_target
 from streaming.proxy.pending import REPLAY_PREFIX
-from streaming.proxy.scope import APP_SLUG, Scope, header
+from streaming.proxy.scope import APP_SLUG, Scope, header, header_table
 
 __all__ = ["Arrival", "Turn", "Vetting", "app_slug_of", "arrival_of", "vet"]
 
@@ -50,18 +50,19 @@ class Arrival:
     raw_path: str
     query: str
     headers: Sequence[tuple[bytes, bytes]]
+    table: Mapping[bytes, bytes]  # the first value of each header, names in lower case
     scheme: str  # http or https, as the server saw it (ws/wss mapped)
     peer: str
     app_slug: str | None  # the app whose own origin the Host names; None: the portal's
-    host: str = ""
-    forwarded_for: str | None = None
-    forwarded_proto: str | None = None
-    origin: str | None = None
-    fetch_site: str | None = None
     websocket: bool = False
 
+    def field(self, name: bytes) -> str | None:
+        """The first value of header ``name`` (lower case), read only when a check needs it."""
+        value = self.table.get(name)
+        return None if value is None else value.decode("latin-1")
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Vetting:
     """The verdict of :func:`vet`: go on to the admission (``turn`` None) or answer now."""
 
@@ -95,13 +96,9 @@ def arrival_of(scope: Scope, *, websocket: bool = False) -> Arrival:
     raw_path = scope.get("raw_path", b"").decode("latin-1")
     if not raw_path and not websocket:
         raw_path = quote(scope["path"])
-    return Arrival(
-        method="GET" if websocket else scope["method"], raw_path=raw_path,
-        query=scope.get("query_string", b"").decode("latin-1"), headers=scope["headers"],
-        scheme=scheme, peer=(scope.get("client") or ("", 0))[0], app_slug=scope.get(APP_SLUG),
-        host=header(scope, b"host") or "", forwarded_for=header(scope, b"x-forwarded-for"),
-        forwarded_proto=header(scope, b"x-forwarded-proto"), origin=header(scope, b"origin"),
-        fetch_site=header(scope, b"sec-fetch-site"), websocket=websocket)
+    return Arrival("GET" if websocket else scope["method"], raw_path,
+                   scope.get("query_string", b"").decode("latin-1"), scope["headers"], header_table(scope),
+                   scheme, (scope.get("client") or ("", 0))[0], scope.get(APP_SLUG), websocket)
 
 
 def app_slug_of(scope: Scope) -> str | None:
@@ -130,19 +127,21 @@ def _behind_proxies(arrival: Arrival, conf: ProxyConf) -> tuple[str, str]:
     """(client address, scheme): a trusted proxy's X-Forwarded-* count, nobody else's."""
     if not conf.peer_trusted(arrival.peer):
         return arrival.peer, arrival.scheme
-    client = resolve_client_address(arrival.peer, arrival.forwarded_for, conf.trusted_proxies)
-    https = (arrival.forwarded_proto or "").strip().lower() == "https"
+    client = resolve_client_address(arrival.peer, arrival.field(b"x-forwarded-for"), conf.trusted_proxies)
+    https = (arrival.field(b"x-forwarded-proto") or "").strip().lower() == "https"
     return client, "https" if https else arrival.scheme
 
 
-def _same_origin(arrival: Arrival, scheme: str) -> bool:
+def _same_origin(arrival: Arrival, scheme: str, host: str) -> bool:
+    if not arrival.websocket and arrival.method in _SAFE:
+        return True
+    origin, fetch_site = arrival.field(b"origin"), arrival.field(b"sec-fetch-site")
     if arrival.websocket:
         # Browsers always send Origin on a handshake: it must be this very origin, and Fetch
         # Metadata (when sent) must agree: cross-site WebSocket hijacking.
-        return (same_origin(arrival.origin, None, scheme=scheme, host=arrival.host)
-                and same_origin(None, arrival.fetch_site, scheme=scheme, host=arrival.host))
-    return arrival.method in _SAFE or same_origin(arrival.origin, arrival.fetch_site,
-                                                  scheme=scheme, host=arrival.host)
+        return (same_origin(origin, None, scheme=scheme, host=host)
+                and same_origin(None, fetch_site, scheme=scheme, host=host))
+    return same_origin(origin, fetch_site, scheme=scheme, host=host)
 
 
 def vet(arrival: Arrival, conf: ProxyConf) -> Vetting:
@@ -152,7 +151,7 @@ def vet(arrival: Arrival, conf: ProxyConf) -> Vetting:
     except (HeaderError, PathError) as exc:
         return Vetting(Turn.BAD_REQUEST, 400, problem=str(exc), client_address=arrival.peer)
     client, scheme = _behind_proxies(arrival, conf)
-    host, on_app = arrival.host, arrival.app_slug is not None
+    host, on_app = arrival.field(b"host") or "", arrival.app_slug is not None
     origin = conf.portal_origin(scheme, host) if on_app else ""
     vetted = Vetting(None, target=target, length=length, scheme=scheme, host=host,
                      client_address=client, portal_origin=origin,
@@ -188,7 +187,7 @@ def _turn(arrival: Arrival, conf: ProxyConf, vetted: Vetting) -> Vetting | None:
     if on_app and target.upstream_path.startswith(RESERVED_PREFIX) \
             and not target.upstream_path.startswith(REPLAY_PREFIX):
         return _with(vetted, turn=Turn.RESERVED)
-    if not _same_origin(arrival, scheme):
+    if not _same_origin(arrival, scheme, host):
         return _with(vetted, turn=Turn.CROSS_SITE, status=403)
     if target.upstream_path.startswith(REPLAY_PREFIX) and arrival.method != "GET":
         return _with(vetted, turn=Turn.REPLAY_METHOD, status=405, problem="replay links are opened with GET")

@@ -30,13 +30,17 @@ def conf(settings) -> ProxyConf:
     return proxy_conf()
 
 
+_NAMES = {"origin": b"origin", "fetch_site": b"sec-fetch-site", "forwarded_for": b"x-forwarded-for",
+          "forwarded_proto": b"x-forwarded-proto"}
+
+
 def _arrival(path: str, *, method: str = "GET", host: str = APP, websocket: bool = False,
              scheme: str = "https", peer: str = "192.0.2.7", **headers: str | None) -> Arrival:
     app_slug = host.split(".", 1)[0] if host.endswith(".apps.example") else None
     raw, _, query = path.partition("?")
-    return Arrival(method=method, raw_path=raw, query=query, headers=[(b"host", host.encode())],
-                   scheme=scheme, peer=peer, app_slug=app_slug, host=host, websocket=websocket,
-                   **headers)
+    sent = [(b"host", host.encode())] + [(_NAMES[k], v.encode()) for k, v in headers.items() if v is not None]
+    return Arrival(method=method, raw_path=raw, query=query, headers=sent, table=dict(sent), scheme=scheme,
+                   peer=peer, app_slug=app_slug, websocket=websocket)
 
 
 def test_a_plain_request_to_an_app_origin_goes_on_to_the_admission_with_its_issuer(conf):
