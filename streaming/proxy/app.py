@@ -102,7 +102,10 @@ class ProxyApp:
             # Sign-in and step-up pages live on the portal's origin, not the app's.
             admission = replace(admission, location=ex.portal_origin + admission.location)
         ex.admission = admission
-        await self._answer(ex, admission)
+        if admission.verdict is Verdict.ALLOW:
+            await self._forward(ex, admission)  # the common case, one call shorter
+        else:
+            await self._answer(ex, admission)
 
     async def _turn(self, ex: Exchange, vetting: Vetting) -> None:
         """Answer a request vetting turned away or around (it is never admitted)."""
@@ -212,14 +215,17 @@ class ProxyApp:
             await page(ex, 502, "proxy/unavailable.html", decision="allow", resource=admission.resource_name)
             return
         try:
-            await self._deliver(ex, admission, response, upstream)
+            if admission.downloads:
+                await self._deliver(ex, admission, response, upstream)
+            else:
+                await self._relay(ex, response, upstream)
         finally:
             response.release()
 
     async def _deliver(self, ex: Exchange, admission: Admission, response: UpstreamResponse,
                        upstream: Upstream) -> None:
         """Relay the answer; an isolated browser's downloads follow the tier's file control."""
-        name = download_name(response.raw_headers) if admission.downloads else None
+        name = download_name(response.raw_headers)
         if name is None:
             await self._relay(ex, response, upstream)
         elif admission.downloads == "deny":
