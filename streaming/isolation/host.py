@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -193,6 +193,7 @@ class SessionHostRunner:
                 stop.wait(self.poll_seconds)
         finally:
             self.shutdown()
+            connection.close()
 
     def shutdown(self) -> None:
         """Wipe every slot and leave the pool (no slot of a stopped host is ever assigned)."""
@@ -216,7 +217,7 @@ class SessionHostRunner:
                 self._failed_at[index] = time.monotonic()  # not tried again at once: no tight loop
                 Slot.objects.filter(host=self.host, index=index).update(state=Slot.State.FAILED)
             finally:
-                close_old_connections()
+                connection.close()  # this thread ends: give its database connection back now
                 with self._lock:
                     self._busy.discard(index)
 
