@@ -18,7 +18,7 @@ from django.test.signals import setting_changed
 
 from portal.network import is_trusted
 from streaming.proxy import handoff
-from streaming.proxy.origins import split_host
+from streaming.proxy.origins import app_slug_for_host, split_host
 
 __all__ = ["ProxyConf", "proxy_conf"]
 
@@ -41,6 +41,7 @@ class ProxyConf:
     portal_url: str | None
     portal_host: str  # the first allowed host: the portal's name when PORTAL_URL is unset
     valid_hosts: dict[str, bool]  # memo of host_allowed per Host header
+    app_hosts: dict[str, str | None]  # memo of app_slug per Host header
     trusted_peers: dict[str, bool]  # memo of is_trusted per peer address
 
     @classmethod
@@ -69,6 +70,7 @@ class ProxyConf:
             portal_url=settings.PORTAL_URL,
             portal_host=next((h for h in settings.ALLOWED_HOSTS if h and h[0] not in ".*"), "localhost"),
             valid_hosts={},
+            app_hosts={},
             trusted_peers={},
         )
 
@@ -91,6 +93,15 @@ class ProxyConf:
             domain, _port = split_domain_port(host)
             return bool(domain) and validate_host(domain, list(self.allowed_hosts))
         return _remembered(self.valid_hosts, host, check)
+
+    def app_slug(self, host: str) -> str | None:
+        """The app whose own origin ``host`` is (None: none), remembered per Host header."""
+        if host in self.app_hosts:
+            return self.app_hosts[host]
+        slug = app_slug_for_host(host, self.apps_domain)
+        if len(self.app_hosts) < _MEMO_LIMIT:
+            self.app_hosts[host] = slug
+        return slug
 
 
 def _remembered(memo: dict[str, bool], key: str, compute: Callable[[], bool]) -> bool:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from portal.network import resolve_client_address
 from streaming.proxy.conf import ProxyConf, proxy_conf
 from streaming.proxy.headers import HeaderError, check_request_headers, same_origin
-from streaming.proxy.origins import RESERVED_PREFIX, app_origin, app_slug_for_host, split_host
+from streaming.proxy.origins import RESERVED_PREFIX, app_origin, split_host
 from streaming.proxy.paths import PathError, ProxyPath, parse_target
 from streaming.proxy.pending import REPLAY_PREFIX
 from streaming.proxy.scope import APP_SLUG, Scope, header, header_table
@@ -103,7 +103,7 @@ def arrival_of(scope: Scope, *, websocket: bool = False) -> Arrival:
 
 def app_slug_of(scope: Scope) -> str | None:
     """The app whose own origin ``scope``'s Host names (None: the portal's origin)."""
-    return app_slug_for_host(header(scope, b"host") or "", proxy_conf().apps_domain)
+    return proxy_conf().app_slug(header(scope, b"host") or "")
 
 
 def _target(arrival: Arrival) -> tuple[ProxyPath, int | None]:
