@@ -20,22 +20,16 @@ from django.conf import settings as django_settings
 from portal.audit.models import AuditEvent
 from streaming.desktop.models import StreamSession
 from streaming.desktop.vault import TargetSecret
-from tests.factories import PASSWORD, UserFactory, enrol_totp, totp_code
+from tests.factories import UserFactory, enrol_totp
 from tests.streaming.desktop.conftest import make_resource
 from tests.streaming.desktop.test_e2e_chromium import sign_in_with_browser, wait_until
 from tiers.models import Tier
 
 
 def sign_in_auditor(page, base_url, user) -> None:
-    """Password and code through the real forms; an auditor lands on her workspace, not My apps."""
-    page.goto(f"{base_url}/accounts/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/accounts/mfa/verify/**")
-    page.fill("input[name=otp_token]", totp_code(user.totp))
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/audit/")
+    """An auditor lands on her workspace, not My apps."""
+    sign_in_with_browser(page, base_url, user, lands_on="/audit/")
+
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 

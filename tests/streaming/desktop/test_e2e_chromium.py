@@ -68,7 +68,8 @@ def in_thread(fn):
         return pool.submit(fn).result()
 
 
-def sign_in_with_browser(page, base_url, user) -> None:
+def sign_in_with_browser(page, base_url, user, *, lands_on: str = "/") -> None:
+    """Password and code through the real forms, then wait for the page the role lands on."""
     page.goto(f"{base_url}/accounts/login/")
     page.fill("input[name=username]", user.username)
     page.fill("input[name=password]", PASSWORD)
@@ -76,7 +77,7 @@ def sign_in_with_browser(page, base_url, user) -> None:
     page.wait_for_url("**/accounts/mfa/verify/**")
     page.fill("input[name=otp_token]", totp_code(user.totp))
     page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/")
+    page.wait_for_url(f"{base_url}{lands_on}")
 
 
 def open_desktop(page, base_url, slug) -> None:

@@ -14,7 +14,8 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from portal.audit.models import AuditEvent
-from tests.factories import PASSWORD, UserFactory, enrol_totp, totp_code
+from tests.factories import UserFactory, enrol_totp
+from tests.streaming.desktop.test_e2e_chromium import sign_in_with_browser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.host_mode, pytest.mark.django_db(transaction=True)]
 
@@ -40,23 +41,12 @@ def people(transactional_db):
     return admin, victim
 
 
-def _sign_in(page, portal: str, user) -> None:
-    page.goto(f"{portal}/accounts/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url("**/accounts/mfa/verify/**")
-    page.fill("input[name=otp_token]", totp_code(user.totp))
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{portal}/**")
-
-
 def test_a_low_tier_apps_script_cannot_read_or_drive_the_portal(site, people, chromium):
     portal, app = site
     admin, victim = people
     context = chromium.new_context(ignore_https_errors=True)
     page = context.new_page()
-    _sign_in(page, portal, admin)
+    sign_in_with_browser(page, portal, admin)
     assert "/accounts/" not in page.url
 
     # The admin merely opens the app; its page runs its script.
@@ -105,7 +95,7 @@ def test_in_path_mode_the_apps_script_runs_in_an_opaque_origin(path_mode_site, p
     admin, victim = people
     context = chromium.new_context(ignore_https_errors=True)
     page = context.new_page()
-    _sign_in(page, portal, admin)
+    sign_in_with_browser(page, portal, admin)
 
     response = page.goto(f"{portal}/apps/board/hostile?" + urlencode({"portal": portal, "victim": victim.pk}))
     assert "sandbox" in response.headers["content-security-policy"]
