@@ -20,7 +20,7 @@ from django.utils import timezone
 from tiers.context import CHALLENGE_TTL_SECONDS, session_hash
 from tiers.models import ActionChallenge
 
-__all__ = ["HeldAction", "held_action"]
+__all__ = ["DesktopAction", "HeldAction", "held_action"]
 
 _REPLAY = re.compile(r"/apps/([a-z0-9][a-z0-9-]{0,62})/\.portal/replay/([A-Za-z0-9_-]{1,64})")
 
@@ -43,6 +43,29 @@ class HeldAction:
         fields = {"challenge": self.challenge_id, "resource": self.resource, "method": self.method,
                   "path": self.path, "held_method": self.held_method, "held_query": self.held_query,
                   "body_sha256": self.body_sha256}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DesktopAction:
+    """What an in-session step-up on a live desktop confirms: going on with (or opening a
+    clipboard or file stream in) this one session of this user on this resource.
+
+    The desktop's held input lives in the tunnel, not in a request the portal could digest;
+    binding the passkey to the session, its owner and the action the tunnel asked for means
+    an assertion made in one desktop cannot confirm another, nor any held web action.
+    """
+
+    session_id: str
+    user_id: int
+    resource: str
+    action: str  # desktop.continue, clipboard.in, clipboard.out or file.transfer
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 over the canonical JSON of every field (keys no held web action has)."""
+        fields = {"desktop_session": self.session_id, "user": self.user_id, "resource": self.resource,
+                  "desktop_action": self.action}
         return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

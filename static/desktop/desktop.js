@@ -59,7 +59,7 @@ function onPortal(kind, data) {
   } else if (kind === "warning") {
     showNotice(data.message, "warning");
   } else if (kind === "step_up" || kind === "step_up_for_control") {
-    askForCode(data.message, data.grace_seconds, kind === "step_up");
+    askForCode(data.message, data.grace_seconds, kind === "step_up", kind === "step_up" ? "desktop.continue" : data.control);
   } else if (kind === "resumed") {
     showNotice("");
     if ($("step-up").open) $("step-up").close();
@@ -122,14 +122,38 @@ function drawWatermark(text) {
   setInterval(stamp, 30000);
 }
 
-function askForCode(message, grace, holdsInput) {
+// The dialog offers what counts for the action the tunnel asked about: going on is a read
+// action, a clipboard or file stream a sensitive one; the page says per class whether codes
+// count (data-refuse-codes-*: the sentence refusing them, empty where they count).
+function askForCode(message, grace, holdsInput, action = "desktop.continue") {
+  const refusal = action === "desktop.continue" ? body.dataset.refuseCodesRead : body.dataset.refuseCodesSensitive;
+  const hasPasskey = Boolean(body.dataset.hasPasskey);
+  const codes = !refusal;
+  $("step-up-action").value = action;
   $("step-up-reason").textContent = message + (holdsInput ? " Your input is paused until then." : "");
   $("step-up-error").hidden = true;
-  $("step-up-deadline").textContent = grace ? `Without a code the session ends in ${grace} seconds.` : "";
-  if (holdsInput) setState("Paused: code needed");
+  $("codes-do-not-count").textContent = refusal || "";
+  $("codes-do-not-count").hidden = codes;
+  $("no-passkey").hidden = codes || hasPasskey;
+  $("step-up-with-passkey").hidden = !hasPasskey;
+  $("step-up-code").hidden = !codes;
+  $("otp_token").disabled = !codes;
+  $("confirm-code").classList.toggle("primary", !hasPasskey);
+  $("step-up-deadline").textContent = grace ? `Without a confirmation the session ends in ${grace} seconds.` : "";
+  if (holdsInput) setState(codes ? "Paused: code needed" : "Paused: passkey needed");
   if (!$("step-up").open) $("step-up").showModal();
   $("otp_token").value = "";
-  $("otp_token").focus();
+  if (codes) $("otp_token").focus(); else $("use-passkey").focus();
+}
+
+function stepUpFailed(message) {
+  $("step-up-error").textContent = message;
+  $("step-up-error").hidden = false;
+}
+
+function confirmed(message) {
+  $("step-up").close();
+  showNotice(message, "info");
 }
 
 $("step-up-form")?.addEventListener("submit", async (event) => {
@@ -139,12 +163,39 @@ $("step-up-form")?.addEventListener("submit", async (event) => {
     headers: { "X-Requested-With": "fetch" },
   });
   const result = await response.json().catch(() => ({ ok: false, error: "The portal did not answer." }));
-  if (result.ok) {
-    $("step-up").close();
-    showNotice("Code accepted.", "info");
-  } else {
-    $("step-up-error").textContent = result.error;
-    $("step-up-error").hidden = false;
+  if (result.ok) confirmed("Code accepted.");
+  else stepUpFailed(result.error);
+});
+
+// A passkey ceremony bound to this session and the action asked about: the options (their
+// challenge derived from both), the authenticator, then the answer to the same endpoint.
+async function postStepUp(payload) {
+  const token = document.querySelector("#step-up-form input[name=csrfmiddlewaretoken]").value;
+  const response = await fetch(body.dataset.stepUp, {
+    method: "POST", credentials: "same-origin", body: JSON.stringify(payload),
+    headers: { "Content-Type": "application/json", "X-CSRFToken": token, Accept: "application/json" },
+  });
+  const data = await response.json().catch(() => ({ error: "The portal did not answer. Try again." }));
+  if (!response.ok) throw new Error(data.error || "That did not work. Try again.");
+  return data;
+}
+
+$("use-passkey")?.addEventListener("click", async () => {
+  const action = $("step-up-action").value;
+  $("step-up-error").hidden = true;
+  $("use-passkey").disabled = true;
+  try {
+    const { requestOptions, credentialJSON } = await import(body.dataset.passkeys);
+    const options = await postStepUp({ step: "options", action });
+    const credential = await navigator.credentials.get({ publicKey: requestOptions(options) });
+    if (!credential) return;
+    await postStepUp({ action, credential: credentialJSON(credential) });
+    confirmed("Passkey accepted.");
+  } catch (error) {
+    stepUpFailed(error.name === "NotAllowedError"
+      ? "The passkey was not used (cancelled or timed out). Try again." : error.message);
+  } finally {
+    $("use-passkey").disabled = false;
   }
 });
 

@@ -128,3 +128,6 @@ for (const widget of document.querySelectorAll("[data-passkey]")) {
     });
   }
 }
+
+// The desktop page's in-session step-up runs its own ceremony with these (static/desktop/desktop.js).
+export { credentialJSON, requestOptions };
