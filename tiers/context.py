@@ -17,11 +17,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from portal.accounts.mfa import AMR_KEY, DEFAULT_AMR, MFA_TIME_KEY
 from tiers.models import AccessGrant, ActionChallenge, NetworkZone, Resource, Tier
+from tiers.rules import policy_values
 from tiers.types import (
     Action,
     ActionClass,
@@ -29,7 +29,6 @@ from tiers.types import (
     DeviceInfo,
     Factor,
     ResourceInfo,
-    StreamControl,
     Subject,
     TierPolicy,
     ZoneInfo,
@@ -42,6 +41,7 @@ __all__ = [
     "classify_compiled",
     "compile_action_rules",
     "factor_of_amr",
+    "forget_zones",
     "gather",
     "needs_lookups",
     "resolve_zone",
@@ -133,8 +133,12 @@ class _ZoneTable:
 
 
 zone_table = _ZoneTable()
-post_save.connect(zone_table.clear, sender=NetworkZone, dispatch_uid="zone-table-save")
-post_delete.connect(zone_table.clear, sender=NetworkZone, dispatch_uid="zone-table-delete")
+
+
+def forget_zones(change: object) -> None:
+    """Drop the zone table: subscribed to catalog changes (tiers.changes, from
+    ``TiersConfig.ready``) at once and from other processes, so none waits out ``ttl``."""
+    zone_table.clear()
 
 
 def resolve_zone(address: str, zones: list[NetworkZone] | None = None) -> ZoneInfo:
@@ -199,21 +203,8 @@ def _zone_of(ip: Any, address: str, table: list[tuple[NetworkZone, list[Any]]]) 
 
 
 def tier_policy(tier: Tier) -> TierPolicy:
-    """A tier row as the decision's frozen policy."""
-    return TierPolicy(
-        name=tier.name, rank=tier.rank, access_mode=tier.access_mode, mfa_read=tier.mfa_read,
-        mfa_write=tier.mfa_write, mfa_sensitive=tier.mfa_sensitive,
-        device_trust_required=tier.device_trust_required,
-        allowed_zones=frozenset(z.name for z in tier.allowed_zones.all()),
-        approval_required=tier.approval_required, recording=tier.recording,
-        read_only=tier.read_only, watermark=tier.watermark,
-        clipboard_in=StreamControl(tier.clipboard_in), clipboard_out=StreamControl(tier.clipboard_out),
-        file_transfer=StreamControl(tier.file_transfer),
-        session_max_seconds=tier.session_max_seconds, idle_seconds=tier.idle_seconds,
-        reauth_interval_seconds=tier.reauth_interval_seconds,
-        rate_limit_per_minute=tier.rate_limit_per_minute,
-        accepted_factors=tuple((c, frozenset(f)) for c, f in sorted((tier.accepted_factors or {}).items())),
-    )
+    """A tier row as the decision's frozen policy (its fields: the rules that decide)."""
+    return TierPolicy(name=tier.name, **policy_values(tier.rule_values()))
 
 
 def resource_info(resource: Resource) -> ResourceInfo:

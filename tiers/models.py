@@ -8,6 +8,7 @@ through :mod:`tiers.context`, never directly.
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -16,11 +17,12 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from tiers.types import ActionClass, Factor, StreamControl
+from tiers.rules import MAX_SMALL, TIER_RULES, Kind, TierRule, accepted_factors_problem, combination_problems
+from tiers.types import ActionClass
 
 __all__ = [
     "AccessGrant", "AccessRequest", "ActionChallenge", "ActionRule", "NetworkZone", "PolicyChangeRequest",
-    "Resource", "Tier", "TierChange",
+    "Resource", "Tier", "TierChange", "accepted_factors_problem",
 ]
 
 slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -38,19 +40,6 @@ class ResourceKind(models.TextChoices):
     VNC = "vnc", "Desktop (VNC)"
     SSH = "ssh", "Shell (SSH)"
     RDP = "rdp", "Desktop (RDP)"
-
-
-def _freshness_field(action: str, default: int | None) -> models.PositiveIntegerField:
-    return models.PositiveIntegerField(
-        null=True, blank=True, default=default,
-        help_text=f"Seconds an MFA stays fresh for {action} actions; 0 = a code for each "
-                  "action; empty = no fresh code needed.")
-
-
-def _control_field(what: str) -> models.CharField:
-    return models.CharField(max_length=8, choices=[(c.value, c.value) for c in StreamControl],
-                            default=StreamControl.DENY,
-                            help_text=f"{what}: deny, allow, or allow after step-up.")
 
 
 class NetworkZone(models.Model):
@@ -77,40 +66,40 @@ class NetworkZone(models.Model):
             raise ValidationError({"cidrs": f"Not a network: {exc}"}) from exc
 
 
-class Tier(models.Model):
+def _rule_field(rule: TierRule) -> models.Field:
+    """The model field of one rule of :data:`tiers.rules.TIER_RULES`."""
+    common: dict[str, Any] = {"verbose_name": rule.label, "help_text": rule.help}
+    if rule.kind is Kind.ZONES:
+        return models.ManyToManyField(NetworkZone, blank=True, **common)
+    if rule.kind is Kind.FACTORS:
+        return models.JSONField(default=dict, blank=True, **common)
+    common["default"] = rule.default
+    if rule.kind is Kind.FLAG:
+        return models.BooleanField(**common)
+    if rule.kind is Kind.TEXT:
+        return models.CharField(max_length=rule.max_length, blank=True, **common)
+    if rule.kind is Kind.CHOICE:
+        return models.CharField(max_length=rule.max_length, choices=list(rule.choices), **common)
+    if rule.nullable:
+        common |= {"null": True, "blank": True}
+    if rule.maximum <= MAX_SMALL:
+        return models.PositiveSmallIntegerField(**common)
+    return models.PositiveIntegerField(**common)
+
+
+# The rules as an abstract model, one field per row of the table: the table is the model.
+TierRules = type("TierRules", (models.Model,), {
+    "__module__": __name__,
+    "__doc__": "A tier's rules, one field per row of tiers.rules.TIER_RULES.",
+    "Meta": type("Meta", (), {"abstract": True}),
+    **{rule.name: _rule_field(rule) for rule in TIER_RULES},
+})
+
+
+class Tier(TierRules):
     """A sensitivity tier: how resources tagged with it are reached and re-checked."""
 
     name = models.CharField(max_length=32, unique=True, validators=[slug_validator])
-    description = models.CharField(max_length=200, blank=True)
-    rank = models.PositiveSmallIntegerField(default=0, help_text="Higher = more sensitive.")
-    access_mode = models.CharField(max_length=8, choices=AccessMode.choices, default=AccessMode.PROXY)
-    mfa_read = _freshness_field("read", None)
-    mfa_write = _freshness_field("write", None)
-    mfa_sensitive = _freshness_field("sensitive", 0)
-    device_trust_required = models.BooleanField(default=False)
-    allowed_zones = models.ManyToManyField(NetworkZone, blank=True,
-                                           help_text="Empty = any network.")
-    approval_required = models.BooleanField(default=False,
-                                            help_text="Access needs an approved just-in-time request.")
-    session_max_seconds = models.PositiveIntegerField(default=8 * 3600)
-    idle_seconds = models.PositiveIntegerField(default=30 * 60)
-    reauth_interval_seconds = models.PositiveIntegerField(
-        default=30, help_text="How often a live desktop session is decided again.")
-    clipboard_in = _control_field("Paste into the session")
-    clipboard_out = _control_field("Copy out of the session")
-    file_transfer = _control_field("File transfer")
-    read_only = models.BooleanField(default=False)
-    recording = models.BooleanField(default=False)
-    watermark = models.BooleanField(default=False)
-    rate_limit_per_minute = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Requests per user and resource; empty = no limit.")
-    retention_days = models.PositiveIntegerField(default=365,
-                                                 help_text="How long recordings and access records are kept.")
-    accepted_factors = models.JSONField(
-        default=dict, blank=True,
-        help_text='Second factors that count, per action class, e.g. {"sensitive": ["passkey"]}: '
-                  "totp (an authenticator app or backup code) and passkey. A class not listed "
-                  "accepts both.")
 
     class Meta:
         ordering = ["rank", "name"]
@@ -119,24 +108,16 @@ class Tier(models.Model):
         return self.name
 
     def clean(self) -> None:
-        if self.access_mode == AccessMode.PROXY and (self.recording or self.watermark or self.read_only):
-            raise ValidationError("Recording, watermark and read-only only apply to pixel-streamed tiers.")
-        if problem := accepted_factors_problem(self.accepted_factors):
-            raise ValidationError({"accepted_factors": problem})
+        if problems := combination_problems(self.rule_values(zones=False)):
+            raise ValidationError(problems)
 
-
-def accepted_factors_problem(value: object) -> str:
-    """What is wrong with a tier's ``accepted_factors`` in words, or "" when it is right."""
-    if not isinstance(value, dict):
-        return "Give a mapping of action class to a list of factors."
-    classes, factors = {c.value for c in ActionClass}, {f.value for f in Factor}
-    for action_class, listed in value.items():
-        if action_class not in classes:
-            return f"{action_class!r} is not an action class ({', '.join(sorted(classes))})."
-        if not isinstance(listed, list) or not listed or not set(listed) <= factors:
-            return (f"The factors for {action_class} must be a non-empty list of "
-                    f"{', '.join(sorted(factors))}.")
-    return ""
+    def rule_values(self, *, zones: bool = True) -> dict[str, Any]:
+        """The tier's rules as plain values, zones by name (``zones=False``: without the
+        many-to-many, e.g. before the tier is saved)."""
+        values = {rule.name: getattr(self, rule.name) for rule in TIER_RULES if rule.kind is not Kind.ZONES}
+        if zones:
+            values["allowed_zones"] = sorted(z.name for z in self.allowed_zones.all())
+        return values
 
 
 class Resource(models.Model):

@@ -28,6 +28,7 @@ from portal.audit.chain import record
 from tiers.jit import NO_ORIGIN, Origin
 from tiers.models import NetworkZone, PolicyChangeRequest, Resource, Tier, TierChange
 from tiers.pages import note_tier_change
+from tiers.rules import TIER_RULES, Looser, TierRule, factors_widened, normal_factors, shown
 
 __all__ = [
     "MANAGE_PERMISSION", "RULE_KEYS", "NotAllowed", "NotPending", "PolicyChangeError", "RetagOutcome",
@@ -39,82 +40,38 @@ __all__ = [
 MANAGE_PERMISSION = "accounts.manage_catalog"
 
 _NEVER = float("-inf")
-_ACCESS_MODES = {"proxy": 0, "stream": 1, "deny": 2}
-_CONTROLS = {"allow": 0, "step_up": 1, "deny": 2}
 
 
-def _seconds_needed(value: int | None) -> float:
-    """Fresh-code windows: 0 (a code for each action) is strictest, empty (none needed) weakest."""
-    return _NEVER if value is None else -value
+def _strength(rule: TierRule) -> Callable[[Any], Any]:
+    """How strict a value of ``rule`` is: higher = stricter (see ``Looser``)."""
+    if rule.looser is Looser.LOWER:
+        return lambda value: _NEVER if value is None else value
+    if rule.looser is Looser.HIGHER:  # None = no limit, or no fresh code needed: the weakest
+        return lambda value: _NEVER if value is None else -value
+    if rule.looser is Looser.OFF:
+        return bool
+    order = {value: i for i, (value, _) in enumerate(rule.choices)}
+    return lambda value: order.get(value, -1)
 
 
-def _smaller_is_stricter(value: int | None) -> float:
-    return _NEVER if value is None else -value
-
-
-def _identity(value: Any) -> Any:
-    return value
-
-
-@dataclass(frozen=True)
-class _Rule:
-    label: str
-    strength: Callable[[Any], Any]  # higher = stricter
-
-
-# Each protective field of a tier, once: its label and how strict a value is. A change to
-# any of them that lowers the strength is a weakening. ``description`` is not protective.
-RULES: dict[str, _Rule] = {
-    "rank": _Rule("Rank (sensitivity)", _identity),
-    "access_mode": _Rule("How it is reached", lambda v: _ACCESS_MODES.get(v, -1)),
-    "mfa_read": _Rule("Fresh code for reading", _seconds_needed),
-    "mfa_write": _Rule("Fresh code for writing", _seconds_needed),
-    "mfa_sensitive": _Rule("Fresh code for sensitive actions", _seconds_needed),
-    "device_trust_required": _Rule("Only from a trusted device", bool),
-    "allowed_zones": _Rule("Allowed networks", _identity),  # compared as sets, see _zones_widened
-    "approval_required": _Rule("Approval before access", bool),
-    "session_max_seconds": _Rule("Longest session", _smaller_is_stricter),
-    "idle_seconds": _Rule("Idle time before a session ends", _smaller_is_stricter),
-    "reauth_interval_seconds": _Rule("Re-decide a live session every", _smaller_is_stricter),
-    "clipboard_in": _Rule("Paste into the session", lambda v: _CONTROLS.get(v, -1)),
-    "clipboard_out": _Rule("Copy out of the session", lambda v: _CONTROLS.get(v, -1)),
-    "file_transfer": _Rule("File transfer", lambda v: _CONTROLS.get(v, -1)),
-    "read_only": _Rule("Read-only", bool),
-    "recording": _Rule("Recording", bool),
-    "watermark": _Rule("Watermark", bool),
-    "rate_limit_per_minute": _Rule("Rate limit (requests per minute)", _smaller_is_stricter),
-    "retention_days": _Rule("Retention of recordings and records (days)", _identity),
-}
+# Each protective rule of a tier (tiers.rules.TIER_RULES): its label and how strict a value is.
+# A change to any of them that lowers the strength is a weakening; zones and factors are
+# compared as sets. ``description`` is not protective.
+RULES: dict[str, TierRule] = {rule.name: rule for rule in TIER_RULES if rule.looser is not Looser.NEVER}
 RULE_KEYS = tuple(RULES)
+_STRENGTH = {rule.name: _strength(rule) for rule in RULES.values() if rule.looser is not Looser.WIDER}
 # Rules that only act on a pixel-streamed session: on a proxied tier they protect nothing (the
 # browser holds the app's HTML), so loosening them there weakens nothing.
-STREAM_ONLY = frozenset({"clipboard_in", "clipboard_out", "file_transfer", "read_only", "recording",
-                         "watermark", "reauth_interval_seconds"})
+STREAM_ONLY = frozenset(rule.name for rule in RULES.values() if rule.stream_only)
 # Operational limits, compared on a tier's own edits but not when a resource changes tier: a
 # tier of higher rank whose gates are all at least as strict is a raise even if, say, it has
 # no rate limit (streamed desktops have none to speak of).
-OPERATIONAL = frozenset({"session_max_seconds", "idle_seconds", "reauth_interval_seconds",
-                         "rate_limit_per_minute", "retention_days"})
+OPERATIONAL = frozenset(rule.name for rule in RULES.values() if rule.operational)
 
 
 def rule_label(key: str) -> str:
     """A field's name for people."""
     return RULES[key].label if key in RULES else key.replace("_", " ").capitalize()
-
-
-def shown(key: str, value: Any) -> str:
-    """A rule's value in words, as the pages and messages show it."""
-    if key in {"mfa_read", "mfa_write", "mfa_sensitive"}:
-        return "not needed" if value is None else ("every action" if value == 0 else f"{value} s")
-    if key == "rate_limit_per_minute":
-        return "no limit" if value is None else f"{value} / min"
-    if key == "allowed_zones":
-        return ", ".join(value) if value else "any network"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if key.endswith("_seconds"):
-        return f"{value} s"
-    return "none" if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -145,7 +102,7 @@ def weakens(old_state: Mapping[str, Any], new_state: Mapping[str, Any], *,
     found = []
     proxied = old_state.get("access_mode") == "proxy"
     wanted = set(keys)
-    for key, rule in RULES.items():
+    for key in RULES:
         if key not in wanted or key not in old_state or key not in new_state:
             continue
         if proxied and key in STREAM_ONLY:
@@ -154,7 +111,10 @@ def weakens(old_state: Mapping[str, Any], new_state: Mapping[str, Any], *,
         if key == "allowed_zones":
             if _zones_widened(old, new):
                 found.append(Weakening(key, sorted(old), sorted(new)))
-        elif old != new and rule.strength(new) < rule.strength(old):
+        elif key == "accepted_factors":
+            if factors_widened(old, new):
+                found.append(Weakening(key, normal_factors(old), normal_factors(new)))
+        elif old != new and _STRENGTH[key](new) < _STRENGTH[key](old):
             found.append(Weakening(key, old, new))
     return found
 
@@ -170,10 +130,10 @@ def move_weakens(from_state: Mapping[str, Any], to_state: Mapping[str, Any]) -> 
 
 
 def tier_state(tier: Tier) -> dict[str, Any]:
-    """A tier's protective rules (and description) as plain values, zones by name."""
-    state: dict[str, Any] = {key: getattr(tier, key) for key in RULE_KEYS if key != "allowed_zones"}
-    state["allowed_zones"] = sorted(z.name for z in tier.allowed_zones.all())
-    state["description"] = tier.description
+    """A tier's protective rules (and description) as plain values, zones by name, factors
+    in one spelling (so a re-spelt list is no change)."""
+    state = tier.rule_values()
+    state["accepted_factors"] = normal_factors(state["accepted_factors"])
     return state
 
 

@@ -13,17 +13,73 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
-    "FACTOR_WORDS", "Action", "ActionClass", "Decision", "DecisionInput", "DeviceInfo", "Factor",
-    "Outcome", "Reason", "ResourceInfo", "StreamControl", "Subject", "TierPolicy", "ZoneInfo",
-    "factor_words",
+    "FACTOR_WORDS", "Action", "ActionClass", "ActionKind", "Decision", "DecisionInput", "DeviceInfo",
+    "Factor", "Obligation", "Outcome", "Reason", "ResourceInfo", "StreamControl", "Subject", "Text",
+    "TierPolicy", "ZoneInfo", "factor_words",
 ]
 
 
 class Outcome(StrEnum):
+    """What the decision says. A ``StrEnum``: ``outcome == "step_up"`` still holds."""
+
     ALLOW = "allow"
     STEP_UP = "step_up"
     DENY = "deny"
     ISOLATE = "isolate"
+
+
+class ActionKind(StrEnum):
+    """The verb of an enforcement point (``Action.kind``)."""
+
+    HTTP = "http"
+    VIEW = "view"
+    DESKTOP_OPEN = "desktop.open"
+    DESKTOP_CONTINUE = "desktop.continue"
+    CLIPBOARD_IN = "clipboard.in"
+    CLIPBOARD_OUT = "clipboard.out"
+    FILE_TRANSFER = "file.transfer"
+
+
+class Obligation(StrEnum):
+    """What an enforcement point must do alongside an allow: the keys of ``Decision.obligations``."""
+
+    RECORD = "record"
+    READ_ONLY = "read_only"
+    WATERMARK = "watermark"
+    CLIPBOARD_IN = "clipboard_in"
+    CLIPBOARD_OUT = "clipboard_out"
+    FILE_TRANSFER = "file_transfer"
+    MFA_MAX_AGE = "mfa_max_age"
+    SESSION_MAX_SECONDS = "session_max_seconds"
+    IDLE_SECONDS = "idle_seconds"
+    REAUTH_INTERVAL_SECONDS = "reauth_interval_seconds"
+    RATE_LIMIT_PER_MINUTE = "rate_limit_per_minute"
+
+
+class Text(str):
+    """A sentence for people that can still be translated where it is shown.
+
+    It is the English sentence (so it compares, prints and serialises as one), and keeps
+    its ``template`` and ``params``: a page translates the template first, then formats
+    (:func:`tiers.pages.translated`). The decision stays free of Django's translation
+    machinery and of the reader's language; it writes ``_ = Text``, so ``makemessages`` finds
+    the templates as it finds any ``_("...")``.
+    """
+
+    template: str
+    params: Mapping[str, Any]
+
+    def __new__(cls, template: str, **params: Any) -> Text:
+        text = super().__new__(cls, template % params if params else template)
+        text.template, text.params = template, params
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_text, (self.template, dict(self.params)))
+
+
+def _text(template: str, params: dict[str, Any]) -> Text:
+    return Text(template, **params)
 
 
 class ActionClass(StrEnum):
@@ -141,7 +197,7 @@ class ResourceInfo:
 class Action:
     """What is attempted. ``kind`` names the enforcement point's verb."""
 
-    kind: str  # http | desktop.open | desktop.continue | clipboard.in | clipboard.out | file.transfer | view
+    kind: str  # an ActionKind: http | desktop.open | desktop.continue | clipboard.* | file.transfer | view
     action_class: ActionClass = ActionClass.READ
     method: str = ""
     path: str = ""
@@ -176,13 +232,13 @@ class Reason:
     """One rule that fired: its name, a sentence for people, the values it saw, and the remedy."""
 
     rule: str
-    message: str
+    message: str  # often a Text: English, translatable where it is shown
     values: Mapping[str, Any] = field(default_factory=dict)
     remedy: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "message": self.message, "values": dict(self.values),
-                "remedy": self.remedy}
+        return {"rule": self.rule, "message": str(self.message), "values": dict(self.values),
+                "remedy": str(self.remedy)}
 
 
 @dataclass(frozen=True)
@@ -191,7 +247,7 @@ class Decision:
 
     outcome: Outcome
     reasons: tuple[Reason, ...]
-    obligations: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    obligations: Mapping[Obligation, Any] = field(default_factory=lambda: MappingProxyType({}))
     consumed_one_time_mfa: bool = False
 
     @property
