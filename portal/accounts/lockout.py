@@ -1,8 +1,9 @@
 """Locking and unlocking accounts: the kill switch for a person.
 
 A lock makes the account inactive (every enforcement point denies it on the next request
-or re-check), ends its web sessions, and pushes a re-check to its live desktops naming the
-admin who did it, so the session's end in the audit trail says who and why.
+or re-check), ends its web sessions, and sends :data:`account_locked` naming the admin who
+did it and why: the policy change bus (tiers/changes.py) turns it into one change that the
+proxy and live desktops hear, so a desktop's end in the audit trail says who and why.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from django.utils import timezone
 
 from portal.audit.chain import record
 
-# Sent inside the lock's transaction: enforcement points that keep state about a user (the
-# proxy's admission cache) forget it. The update above sends no post_save of its own.
+# Sent inside the lock's transaction with ``why`` and ``by`` (tiers.changes publishes it;
+# enforcement points hear it after commit). The update sends no post_save of its own.
 account_locked = Signal()
 
 __all__ = ["LockError", "account_locked", "lock_user", "unlock_user"]
@@ -44,18 +45,15 @@ def lock_user(user: AbstractBaseUser, *, by: str, reason: str, client_address: s
         raise LockError("You cannot lock your own account.")
     if not reason.strip():
         raise LockError("Say why the account is locked: the audit trail and the person will see it.")
-    from streaming.desktop.signals import recheck_user
-
     with transaction.atomic():
         # An update, not save(): the generic "user changed" push would race this named one.
         type(user)._default_manager.filter(pk=user.pk).update(is_active=False)
         user.is_active = False
-        account_locked.send(sender=type(user), user=user)
+        account_locked.send(sender=type(user), user=user, why=f"account locked: {reason.strip()}", by=by)
         ended = _end_web_sessions(user)
         record("account.lock", outcome="success", actor=by, client_address=client_address,
                request_id=request_id, reasons=[{"rule": "admin_lock", "message": reason.strip()}],
                detail={"user": user.get_username(), "web_sessions_ended": ended})
-        recheck_user(user.pk, f"account locked: {reason.strip()}", by=by)
     return ended
 
 

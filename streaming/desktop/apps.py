@@ -13,8 +13,9 @@ class DesktopConfig(AppConfig):
         from streaming.desktop import (
             live,  # noqa: F401 - registers the auditor's live sessions panel
             retention,  # noqa: F401 - registers its retention hook
-            signals,  # noqa: F401 - connects the revocation signals
+            signals,
         )
         from streaming.desktop.broker import check_guacd
 
         health.DEPENDENCY_CHECKS["guacd"] = check_guacd
+        signals.connect()  # live sessions re-check on policy changes (tiers.changes)

@@ -1,89 +1,67 @@
-"""Revocation is pushed: changes a live session depends on wake its consumer at once.
+"""Revocation is pushed: a policy change a live session depends on wakes its consumer at once.
 
-The consumer then decides again (the decision, not this module, says whether the change
-ends the session). The periodic re-check is the safety net, not the mechanism.
+The desktop hears the policy change bus (tiers.changes) and pushes a re-check to the
+channel-layer groups of the sessions a change concerns: the person's, the resource's, the
+tier's. The consumer then decides again (the decision, not this module, says whether the
+change ends the session, holds it for a fresh code, or lets it go on). The periodic
+re-check is the safety net, not the mechanism.
+
+The bus calls :func:`recheck` after commit (the consumer must read the new state) and only in
+the process that made the change: a group push reaches live sessions in every process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.signals import user_logged_out
 from django.contrib.sessions.models import Session
-from django.db import transaction
-from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from streaming.desktop import groups, signins
 from streaming.desktop.broker import push
-from tiers.models import AccessGrant, Resource, Tier
+from tiers import changes
+from tiers.changes import Change, SessionChanged, SubjectChanged
+from tiers.models import Tier
 
-__all__ = ["recheck_resource", "recheck_user"]
-
-
-def _recheck(group: str, why: str, by: str = "") -> None:
-    # After commit: the consumer must read the new state, not the old one.
-    transaction.on_commit(lambda: push(group, {"type": "desktop.recheck", "why": why, "by": by}))
+__all__ = ["connect", "groups_to_recheck", "recheck"]
 
 
-def recheck_user(user_id: int, why: str, by: str = "") -> None:
-    """Every live session of this user decides again now (e.g. after a lock, by ``by``)."""
-    _recheck(groups.for_user(user_id), why, by)
+def _every_tier() -> list[str]:
+    """Every live session is in its tier's group: a change that concerns everyone goes there."""
+    return [groups.for_tier(pk) for pk in Tier.objects.values_list("pk", flat=True)]
 
 
-def recheck_resource(resource_id: int, why: str, by: str = "") -> None:
-    _recheck(groups.for_resource(resource_id), why, by)
+def groups_to_recheck(change: Change) -> tuple[list[str], str, str]:
+    """The groups whose sessions must decide again, the reason, and who made the change."""
+    if isinstance(change, SubjectChanged):
+        if change.user_id is None:
+            return _every_tier(), change.why, change.by
+        return [groups.for_user(change.user_id)], change.why, change.by
+    if isinstance(change, SessionChanged):
+        if change.ended and change.user_id is not None:
+            return [groups.for_user(change.user_id)], "session ended", ""
+        return [], "", ""  # a saved session (MFA, step-up) takes nothing away
+    if change.resource_ids is None:
+        return _every_tier(), change.why, ""
+    return ([groups.for_resource(pk) for pk in sorted(change.resource_ids)]
+            + [groups.for_tier(pk) for pk in sorted(change.tier_ids)]), change.why, ""
 
 
-@receiver(post_save, sender=get_user_model())
-def _user_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    if not created:
-        recheck_user(instance.pk, "user changed")
+def _push_all(names: Iterable[str], why: str, by: str) -> None:
+    for name in names:
+        push(name, {"type": "desktop.recheck", "why": why, "by": by})
 
 
-@receiver(m2m_changed, sender=get_user_model().groups.through)
-def _user_groups_changed(sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any,
-                         **kwargs: Any) -> None:
-    if action.startswith("post_"):
-        if reverse:
-            for pk in pk_set or ():
-                recheck_user(pk, "group membership changed")
-        else:
-            recheck_user(instance.pk, "group membership changed")
+def recheck(change: Change) -> None:
+    """Every live session ``change`` concerns decides again now."""
+    names, why, by = groups_to_recheck(change)
+    _push_all(names, why, by)
 
 
-@receiver(user_logged_out)
-def _user_logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    if user is not None:
-        recheck_user(user.pk, "signed out")
-
-
-@receiver(post_save, sender=Resource)
-@receiver(post_delete, sender=Resource)
-def _resource_changed(sender: Any, instance: Resource, **kwargs: Any) -> None:
-    recheck_resource(instance.pk, "resource changed")
-
-
-@receiver(m2m_changed, sender=Resource.allowed_groups.through)
-@receiver(m2m_changed, sender=Resource.allowed_users.through)
-def _resource_sharing_changed(sender: Any, instance: Any, action: str, reverse: bool, **kwargs: Any) -> None:
-    if action.startswith("post_") and isinstance(instance, Resource):
-        recheck_resource(instance.pk, "sharing changed")
-    elif action.startswith("post_"):
-        for pk in kwargs.get("pk_set") or ():
-            recheck_resource(pk, "sharing changed")
-
-
-@receiver(post_save, sender=Tier)
-def _tier_changed(sender: Any, instance: Tier, **kwargs: Any) -> None:
-    _recheck(groups.for_tier(instance.pk), "tier changed")
-
-
-@receiver(post_save, sender=AccessGrant)
-@receiver(post_delete, sender=AccessGrant)
-def _grant_changed(sender: Any, instance: AccessGrant, **kwargs: Any) -> None:
-    recheck_user(instance.user_id, "access grant changed")
+def connect() -> None:
+    changes.subscribe(recheck, heard=False)
 
 
 @receiver(post_save, sender=Session)

@@ -18,7 +18,6 @@ from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.shortcuts import resolve_url
 
 from portal.audit.chain import record
@@ -34,10 +33,9 @@ from tiers.context import (
     needs_lookups,
     resolve_zone_in_memory,
     resource_info,
-    zone_table,
 )
 from tiers.enforcement import authorize, classify, decide_in_memory, load_resource, step_up_url
-from tiers.models import ActionRule, NetworkZone, Resource, Tier
+from tiers.models import Resource
 from tiers.types import Action, Decision, DecisionInput, DeviceInfo, Outcome, Reason, ResourceInfo
 
 __all__ = ["Admission", "GateRequest", "Verdict", "admit", "admit_from_memory", "catalog_cache", "keyring"]
@@ -158,13 +156,7 @@ class _CatalogCache:
         self._rows = {}
 
 
-catalog_cache = _CatalogCache()
-for _model in (Resource, Tier, ActionRule, NetworkZone):
-    post_save.connect(catalog_cache.clear, sender=_model, dispatch_uid=f"proxy-catalog-{_model.__name__}")
-    post_delete.connect(catalog_cache.clear, sender=_model, dispatch_uid=f"proxy-catalog-d-{_model.__name__}")
-m2m_changed.connect(catalog_cache.clear, dispatch_uid="proxy-catalog-m2m")
-admission_cache.on_catalog_change(catalog_cache.clear)
-admission_cache.on_catalog_change(zone_table.clear)
+catalog_cache = _CatalogCache()  # forgets on every catalog change: streaming/proxy/signals.py
 
 
 def _login_url(view: str, next_url: str) -> str:

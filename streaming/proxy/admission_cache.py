@@ -10,8 +10,9 @@ still by :func:`tiers.decision.decide`, still per request, still with a fresh as
 Forgetting is pushed, not waited for (docs/decisions/0011): every change that could turn an
 allow into something else — the user saved (locked, password, email), their groups, their
 OTP devices, their session saved or deleted (sign-out, MFA, step-up, key rotation) — drops
-the snapshots it touches in this process at once and, through the channel layer's
-``proxy-admission`` group, in every other portal process within milliseconds. The time to
+the snapshots it touches in this process at once and, through the policy change bus
+(:mod:`tiers.changes`, whose channel-layer group this cache's listener hears for the whole
+process), in every other portal process within milliseconds. The time to
 live is only the bound for a lost message. If this process cannot hear that group, the
 cache is not used at all: requests take the full path (fail closed, not stale).
 
@@ -36,13 +37,14 @@ from django.conf import settings
 
 from streaming.proxy.assertion import Identity
 from streaming.proxy.facts import Facts
+from tiers import changes
 from tiers.context import session_hash
 
 __all__ = ["GROUP", "AdmissionCache", "Snapshot", "admission_cache"]
 
 logger = logging.getLogger(__name__)
 
-GROUP = "proxy-admission"
+GROUP = changes.GROUP  # what this process hears: every other process's policy changes
 _RESUBSCRIBE_SECONDS = 3600.0  # group membership in channels-redis expires after a day
 _SWEEP_FLOOR = 1024  # entries before the first sweep of expired ones
 _HASH_MEMO = 4096  # session keys whose hash is remembered
@@ -245,7 +247,7 @@ class AdmissionCache:
                 self._heard = False
                 return
             try:
-                channel = await layer.new_channel("proxy-admission.")
+                channel = await layer.new_channel("policy-changes.")
                 await layer.group_add(GROUP, channel)
                 # The in-memory layer is this process alone: local drops are the whole story.
                 self._heard = True
@@ -259,7 +261,7 @@ class AdmissionCache:
                         await layer.group_add(GROUP, channel)
                         resubscribe_at = time.monotonic() + _RESUBSCRIBE_SECONDS
                         continue
-                    self.apply(message)
+                    changes.deliver(message)  # this process's subscribers: the proxy's, the zone table's
             except asyncio.CancelledError:
                 self._heard = False
                 raise

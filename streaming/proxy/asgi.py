@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from streaming.proxy.admission_cache import admission_cache
 from streaming.proxy.app import ProxyApp
 from streaming.proxy.records import access_log
 from streaming.proxy.scope import APP_SLUG, Receive, Scope, Send
@@ -48,6 +49,7 @@ class ProxyDispatch:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                admission_cache.ensure_listening()  # hear policy changes before the first request
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.proxy.aclose()
