@@ -3,7 +3,7 @@
 The endpoint is the one the page's dialog posts to (``<desktop>/sessions/<id>/step-up/``); the
 passkey's challenge is derived from this session and the action the tunnel asked about, so an
 assertion made in one desktop confirms nothing in another. (Chromium end to end, with a real
-tunnel and a virtual authenticator: tests/e2e/test_desktop_passkey_step_up.py.)
+tunnel and a virtual authenticator: test_passkey_step_up_chromium.py.)
 """
 
 from __future__ import annotations
