@@ -17,6 +17,7 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 
 from tiers import jit
+from tiers.forms import AcceptedFactorsField
 from tiers.models import (
     AccessGrant,
     AccessRequest,
@@ -29,6 +30,7 @@ from tiers.models import (
 )
 from tiers.pages import note_tier_change
 from tiers.policy_changes import RULE_KEYS
+from tiers.rules import rule_groups
 
 __all__ = [
     "AccessGrantAdmin", "AccessRequestAdmin", "NetworkZoneAdmin", "PolicyChangeRequestAdmin",
@@ -59,6 +61,12 @@ class NetworkZoneAdmin(admin.ModelAdmin):
     search_fields = ("name", "cidrs")
 
 
+def _tier_fieldsets() -> tuple[tuple[str | None, dict[str, Any]], ...]:
+    """The admin's sections, from the rules' groups (tiers.rules.TIER_RULES)."""
+    return tuple((group or None, {"fields": (("name", *names) if not group else tuple(names))})
+                 for group, names in rule_groups())
+
+
 @admin.register(Tier)
 class TierAdmin(admin.ModelAdmin):
     list_display = ("name", "rank", "access_mode", "mfa_read", "mfa_write", "mfa_sensitive",
@@ -66,15 +74,14 @@ class TierAdmin(admin.ModelAdmin):
     list_filter = ("access_mode", "approval_required", "recording")
     search_fields = ("name", "description")
     filter_horizontal = ("allowed_zones",)
-    fieldsets = (
-        (None, {"fields": ("name", "description", "rank", "access_mode")}),
-        ("Second factor", {"fields": ("mfa_read", "mfa_write", "mfa_sensitive")}),
-        ("Where from", {"fields": ("device_trust_required", "allowed_zones", "approval_required")}),
-        ("Sessions", {"fields": ("session_max_seconds", "idle_seconds", "reauth_interval_seconds",
-                                 "rate_limit_per_minute")}),
-        ("Pixel streaming", {"fields": ("clipboard_in", "clipboard_out", "file_transfer", "read_only",
-                                        "recording", "watermark", "retention_days")}),
-    )
+    fieldsets = _tier_fieldsets()
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        """``accepted_factors`` as ticks, like on the Manage page, not as raw JSON."""
+        if db_field.name == "accepted_factors":
+            return AcceptedFactorsField(label=db_field.verbose_name, help_text=db_field.help_text,
+                                        required=False)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Tier | None = None) -> tuple[str, ...]:
         """An existing tier's rules change only through the four-eyes path (Manage, catalog)."""

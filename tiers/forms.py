@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django import forms
@@ -10,12 +10,13 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 
 from tiers.jit import DURATION_CHOICES, JUSTIFICATION_MAX, NOTE_MAX, requestable_by
-from tiers.models import NetworkZone, Resource, ResourceKind, Tier
-from tiers.types import ActionClass
+from tiers.models import NetworkZone, Resource, Tier
+from tiers.rules import TIER_RULES, Kind, TierRule, combination_problems, normal_factors
+from tiers.types import FACTOR_WORDS, ActionClass
 
 __all__ = [
-    "REASON_MAX", "AccessRequestForm", "DecisionNoteForm", "ResourceFilterForm", "RetagForm",
-    "SimulatorForm", "TierForm",
+    "REASON_MAX", "AcceptedFactorsField", "AccessRequestForm", "DecisionNoteForm",
+    "RetagForm", "SimulatorForm", "TierForm", "TierRulesForm", "rule_form_field",
 ]
 
 REASON_MAX = 500
@@ -25,16 +26,6 @@ def _reason_field() -> forms.CharField:
     return forms.CharField(
         label="Reason", max_length=REASON_MAX, required=False,
         widget=forms.TextInput(attrs={"placeholder": "Shown to the approving admin"}))
-
-
-class ResourceFilterForm(forms.Form):
-    """Narrow the admin's resource list (GET)."""
-
-    tier = forms.ModelChoiceField(Tier.objects.all(), to_field_name="name", required=False,
-                                  label="Show tier", empty_label="All tiers")
-    kind = forms.ChoiceField(choices=[("", "All kinds"), *ResourceKind.choices], required=False)
-    q = forms.CharField(label="Name, slug or description", max_length=100, required=False,
-                        widget=forms.TextInput(attrs={"placeholder": "e.g. wiki"}))
 
 
 class RetagForm(forms.Form):
@@ -57,40 +48,91 @@ class RetagForm(forms.Form):
             if tier.name in marked else tier.name)
 
 
-class TierForm(forms.ModelForm):
-    """A tier's rules. The name is fixed here: catalogs in git refer to it."""
+class AcceptedFactorsField(forms.MultipleChoiceField):
+    """``accepted_factors`` as ticks: one per action class and factor; a class with none ticked
+    (or all) accepts any factor. Cleans to the one spelling of :func:`tiers.rules.normal_factors`."""
 
-    reason = _reason_field()
+    widget = forms.CheckboxSelectMultiple
 
-    class Meta:
-        model = Tier
-        fields = [
-            "description", "rank", "access_mode", "mfa_read", "mfa_write", "mfa_sensitive",
-            "device_trust_required", "allowed_zones", "approval_required", "session_max_seconds",
-            "idle_seconds", "reauth_interval_seconds", "clipboard_in", "clipboard_out", "file_transfer",
-            "read_only", "recording", "watermark", "rate_limit_per_minute", "retention_days",
-        ]
-        widgets = {"allowed_zones": forms.CheckboxSelectMultiple}
-        labels = {
-            "mfa_read": "Fresh code for reading (seconds)",
-            "mfa_write": "Fresh code for writing (seconds)",
-            "mfa_sensitive": "Fresh code for sensitive actions (seconds)",
-            "device_trust_required": "Only from a trusted device",
-            "allowed_zones": "Allowed networks",
-            "approval_required": "Approval before access",
-            "session_max_seconds": "Longest session (seconds)",
-            "idle_seconds": "Idle time before a session ends (seconds)",
-            "reauth_interval_seconds": "Re-decide a live session every (seconds)",
-            "clipboard_in": "Paste into the session",
-            "clipboard_out": "Copy out of the session",
-            "rate_limit_per_minute": "Rate limit (requests per minute)",
-        }
+    def __init__(self, **kwargs: Any) -> None:
+        choices = [(f"{c}:{f}", f"{c}: {FACTOR_WORDS[f]}") for c in ActionClass for f in FACTOR_WORDS]
+        super().__init__(choices=choices, **kwargs)
+
+    def to_python(self, value: Any) -> list[str]:
+        if isinstance(value, Mapping):  # a catalog file's mapping, already read
+            value = [f"{c}:{f}" for c, listed in value.items() for f in listed]
+        return super().to_python(value)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return [f"{c}:{f}" for c, listed in value.items() for f in listed]
+        return value
+
+    def clean(self, value: Any) -> dict[str, list[str]]:
+        ticked = super().clean(value)
+        chosen: dict[str, list[str]] = {}
+        for token in ticked:
+            action_class, _, factor = token.partition(":")
+            chosen.setdefault(action_class, []).append(factor)
+        return normal_factors(chosen)
+
+
+def rule_form_field(rule: TierRule, zone_names: Iterable[str] = ()) -> forms.Field:
+    """The form field of one rule of :data:`tiers.rules.TIER_RULES`."""
+    common: dict[str, Any] = {"label": rule.label, "help_text": rule.help, "required": False}
+    if rule.kind is Kind.ZONES:
+        return forms.MultipleChoiceField(choices=[(z, z) for z in zone_names],
+                                         widget=forms.CheckboxSelectMultiple, **common)
+    if rule.kind is Kind.FACTORS:
+        return AcceptedFactorsField(**common)
+    if rule.kind is Kind.FLAG:
+        return forms.BooleanField(**common)
+    if rule.kind is Kind.TEXT:
+        return forms.CharField(max_length=rule.max_length, **common)
+    if rule.kind is Kind.CHOICE:
+        words = ", ".join(value for value, _ in rule.choices)
+        return forms.ChoiceField(choices=list(rule.choices), **common | {"required": True}, error_messages={
+            "invalid_choice": f"'%(value)s' is not one of {words}"})
+    between = f"must be between {rule.minimum} and {rule.maximum}, got %(value)s"
+    label = f"{rule.label} (seconds)" if rule.kind is Kind.SECONDS else rule.label
+    return forms.IntegerField(min_value=rule.minimum, max_value=rule.maximum,
+                              **common | {"label": label, "required": not rule.nullable},
+                              error_messages={"min_value": between, "max_value": between})
+
+
+class TierRulesForm(forms.Form):
+    """A tier's rules, one field per row of :data:`tiers.rules.TIER_RULES`: what the Manage page
+    edits and what a catalog file's tier is checked with (:mod:`tiers.catalog`), so both refuse
+    the same things in the same words. ``zone_names``: the networks that may be chosen."""
+
+    def __init__(self, *args: Any, zone_names: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = list(zone_names)
+        for rule in TIER_RULES:
+            self.fields[rule.name] = rule_form_field(rule, names)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if all(rule.name in cleaned for rule in TIER_RULES):
+            for name, problem in combination_problems(cleaned).items():
+                self.add_error(name, problem)
+        return cleaned
 
     def wanted_state(self) -> dict[str, Any]:
         """The valid form as a tier state (see :func:`tiers.policy_changes.tier_state`)."""
-        state = {name: self.cleaned_data[name] for name in self.Meta.fields if name != "allowed_zones"}
-        state["allowed_zones"] = sorted(z.name for z in self.cleaned_data["allowed_zones"])
+        state = {rule.name: self.cleaned_data[rule.name] for rule in TIER_RULES}
+        state["allowed_zones"] = sorted(state["allowed_zones"])
         return state
+
+
+class TierForm(TierRulesForm):
+    """A tier's rules on the Manage page, and why. The name is fixed here: catalogs in git
+    refer to it."""
+
+    def __init__(self, *args: Any, tier: Tier, **kwargs: Any) -> None:
+        kwargs.setdefault("initial", tier.rule_values())
+        super().__init__(*args, zone_names=NetworkZone.objects.values_list("name", flat=True), **kwargs)
+        self.fields["reason"] = _reason_field()
 
 
 class SimulatorForm(forms.Form):

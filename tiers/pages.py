@@ -16,10 +16,9 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils.translation import ngettext
+from django.utils.translation import gettext, ngettext
 
 from portal.accounts.mfa import AMR_KEY, MFA_TIME_KEY
 from portal.audit.chain import record
@@ -28,6 +27,7 @@ from tiers.decision import decide
 from tiers.jit import NO_ORIGIN, Origin
 from tiers.models import AccessMode, AccessRequest, NetworkZone, Resource, ResourceKind, Tier, TierChange
 from tiers.querysets import visible_to
+from tiers.rules import TIER_RULES, Kind, shown
 from tiers.types import (
     Action,
     ActionClass,
@@ -37,6 +37,7 @@ from tiers.types import (
     Factor,
     Outcome,
     Reason,
+    Text,
     ZoneInfo,
     factor_words,
 )
@@ -46,7 +47,6 @@ __all__ = [
     "Simulation",
     "TierGroup",
     "app_groups",
-    "catalog_resources",
     "entry_point",
     "human_seconds",
     "live_effect",
@@ -59,7 +59,7 @@ __all__ = [
     "simulate",
     "simulation_summary",
     "tier_rules",
-    "update_tier",
+    "translated",
 ]
 
 # Short words for the rule that stopped a preview, as a card can show them.
@@ -87,6 +87,16 @@ def accepted_factors_words(accepted: dict[str, list[str]] | None) -> str:
     parts = [f"{c}: {factor_words(frozenset(accepted[c]))}" for c in (a.value for a in ActionClass)
              if accepted and accepted.get(c)]
     return "; ".join(parts) or "any (authenticator app code or passkey)"
+
+
+def translated(text: object) -> str:
+    """A decision's sentence in the reader's language: its template translated first, then
+    formatted (a :class:`~tiers.types.Text`; anything else is shown as it is)."""
+    if not isinstance(text, Text):
+        return str(text)
+    params = {key: translated(value) if isinstance(value, Text) else value
+              for key, value in text.params.items()}
+    return gettext(text.template) % params if params else gettext(text.template)
 
 
 def human_seconds(seconds: int | None, *, none: str = "not needed") -> str:
@@ -217,19 +227,6 @@ def render_unavailable(request: HttpRequest) -> HttpResponse:
 
 # --- catalog administration -----------------------------------------------------------------
 
-def catalog_resources(*, tier: Tier | None = None, kind: str = "", text: str = "") -> QuerySet[Resource]:
-    """All resources for the admin list, filtered by tier, kind and free text."""
-    resources = Resource.objects.select_related("tier").order_by("tier__rank", "name")
-    if tier is not None:
-        resources = resources.filter(tier=tier)
-    if kind:
-        resources = resources.filter(kind=kind)
-    if text:
-        resources = resources.filter(Q(slug__icontains=text) | Q(name__icontains=text)
-                                     | Q(description__icontains=text))
-    return resources
-
-
 def note_tier_change(resource: Resource, from_tier: str, to_tier: str, by: str,
                      origin: Origin = NO_ORIGIN) -> TierChange:
     """Write one tier move to the resource's history and to the audit chain."""
@@ -257,51 +254,25 @@ def retag(resources: Iterable[Resource], tier: Tier, by: AbstractBaseUser,
     return changes
 
 
-def _tier_snapshot(tier: Tier) -> dict[str, Any]:
-    values: dict[str, Any] = {f.name: getattr(tier, f.attname) for f in Tier._meta.concrete_fields}
-    values["allowed_zones"] = sorted(z.name for z in tier.allowed_zones.all())
-    return values
-
-
-def update_tier(form: Any, by: AbstractBaseUser, origin: Origin = NO_ORIGIN) -> dict[str, list[Any]]:
-    """Save a valid tier form; audit what changed (``tier.update``) and return it."""
-    with transaction.atomic():
-        before = _tier_snapshot(Tier.objects.get(pk=form.instance.pk))
-        tier = form.save()
-        after = _tier_snapshot(tier)
-        changes = {k: [before[k], after[k]] for k in after if before.get(k) != after[k]}
-        if changes:
-            record("tier.update", outcome="success", actor=by.get_username(), resource=tier.name,
-                   client_address=origin.client_address, request_id=origin.request_id,
-                   detail={"tier": tier.name, "changes": changes})
-    return changes
-
-
 def tier_rules(tier: Tier) -> list[tuple[str, str]]:
-    """A tier's rules as (label, value) rows, in words."""
-    zones = ", ".join(z.name for z in tier.allowed_zones.all()) or "any network"
-    yes_no = {True: "yes", False: "no"}
-    return [
-        ("How it is reached", tier.get_access_mode_display()),
-        ("Fresh code for reading", human_seconds(tier.mfa_read)),
-        ("Fresh code for writing", human_seconds(tier.mfa_write)),
-        ("Fresh code for sensitive actions", human_seconds(tier.mfa_sensitive)),
-        ("Second factors that count", accepted_factors_words(tier.accepted_factors)),
-        ("Trusted device required", yes_no[tier.device_trust_required]),
-        ("Networks", zones),
-        ("Approval before access", yes_no[tier.approval_required]),
-        ("Session length / idle", f"{human_seconds(tier.session_max_seconds)} / "
-                                  f"{human_seconds(tier.idle_seconds)}"),
-        ("Re-checked every", human_seconds(tier.reauth_interval_seconds)),
-        ("Clipboard in / out", f"{tier.clipboard_in} / {tier.clipboard_out}"),
-        ("File transfer", tier.file_transfer),
-        ("Recording, read-only, watermark",
-         ", ".join(n for n, on in (("recorded", tier.recording), ("read-only", tier.read_only),
-                                   ("watermarked", tier.watermark)) if on) or "none"),
-        ("Rate limit", f"{tier.rate_limit_per_minute} / min" if tier.rate_limit_per_minute
-         else "none"),
-        ("Retention", f"{tier.retention_days} days"),
-    ]
+    """A tier's rules as (label, value) rows, in words: one row per rule of
+    :data:`tiers.rules.TIER_RULES` but the description."""
+    values = tier.rule_values()
+    rows = []
+    for rule in TIER_RULES:
+        value = values[rule.name]
+        if rule.kind is Kind.TEXT:
+            continue
+        if rule.kind is Kind.SECONDS:
+            words = human_seconds(value)
+        elif rule.kind is Kind.CHOICE:
+            words = dict(rule.choices).get(value, value)
+        elif rule.kind is Kind.FACTORS:
+            words = accepted_factors_words(value)
+        else:
+            words = shown(rule.name, value)
+        rows.append((rule.label, words))
+    return rows
 
 
 # --- policy simulator ------------------------------------------------------------------------

@@ -20,10 +20,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 from portal.audit.chain import record_request
 from tiers import jit, pages, policy_changes
 from tiers.enforcement import load_resource
+from tiers.filtersets import ResourceFilterSet
 from tiers.forms import (
     AccessRequestForm,
     DecisionNoteForm,
-    ResourceFilterForm,
     RetagForm,
     SimulatorForm,
     TierForm,
@@ -134,13 +134,11 @@ def _held_message(held: list[PolicyChangeRequest]) -> str:
 
 def _resources_page(request: HttpRequest, retag_form: RetagForm, query: QueryDict,
                     status: int = 200) -> HttpResponse:
-    filters = ResourceFilterForm(query or None)
-    criteria = filters.cleaned_data if filters.is_valid() else {}
-    resources = pages.catalog_resources(tier=criteria.get("tier"), kind=criteria.get("kind", ""),
-                                        text=criteria.get("q", ""))
+    filters = ResourceFilterSet.for_admin(query)
+    resources = filters.qs if filters.is_valid() else filters.queryset
     selected = set(retag_form.data.getlist("resources")) if retag_form.is_bound else set()
     return render(request, "tiers/manage/resources.html", {
-        "filters": filters, "resources": resources, "retag_form": retag_form, "selected": selected,
+        "filters": filters.form, "resources": resources, "retag_form": retag_form, "selected": selected,
         "query": query.urlencode(), "tiers": Tier.objects.all(),
     }, status=status)
 
@@ -215,7 +213,7 @@ def manage_tiers(request: HttpRequest) -> HttpResponse:
 def manage_tier(request: HttpRequest, name: str) -> HttpResponse:
     """Edit a tier's rules; what changed is audited."""
     tier = get_object_or_404(Tier, name=name)
-    form = TierForm(request.POST or None, instance=tier)
+    form = TierForm(request.POST or None, tier=tier)
     context = {"tier": tier, "form": form,
                "pending": policy_changes.pending_changes().filter(tier=tier)}
     if request.method == "POST":

@@ -296,7 +296,7 @@ BAD_INPUTS = [
         id="negative-seconds"),
     pytest.param(
         "tiers:\n  - name: low\n    file_transfer: sometimes\n",
-        "catalog.yaml:3: tiers[0].file_transfer: 'sometimes' is not one of deny, allow, step_up",
+        "catalog.yaml:3: tiers[0].file_transfer: 'sometimes' is not one of allow, step_up, deny",
         id="bad-choice"),
     pytest.param(
         "tiers:\n  - name: low\n    recording: true\n",

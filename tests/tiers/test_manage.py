@@ -193,7 +193,7 @@ def test_editing_a_tier_saves_and_audits_what_changed(catalog):
     vpn = NetworkZoneFactory(name="vpn")
     client = client_for(person("ada", "admin"))
     low = Tier.objects.get(name="low")
-    response = client.post("/manage/tiers/low/", _tier_form(low, mfa_read="300", allowed_zones=[vpn.pk],
+    response = client.post("/manage/tiers/low/", _tier_form(low, mfa_read="300", allowed_zones=[vpn.name],
                                                             approval_required="on"))
     assert response.status_code == 302
     low.refresh_from_db()
@@ -212,7 +212,7 @@ def test_an_invalid_tier_edit_explains_and_changes_nothing(catalog):
     low = Tier.objects.get(name="low")
     response = client.post("/manage/tiers/low/", _tier_form(low, recording="on"))
     assert response.status_code == 400
-    assert b"only apply to pixel-streamed tiers" in response.content
+    assert b"only applies to pixel-streamed tiers" in response.content
     low.refresh_from_db()
     assert not low.recording
     assert not AuditEvent.objects.filter(action="tier.update").exists()
