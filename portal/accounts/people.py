@@ -1,5 +1,6 @@
 """The admins' people page: who has which role, who is locked; lock and unlock; each person's
-authenticators (authenticator app, backup codes, passkeys) with revoke."""
+authenticators (authenticator app, backup codes, passkeys) with revoke; a lost-device reset
+of all of them, which a second admin approves (:mod:`portal.accounts.resets`)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from portal.accounts import resets
 from portal.accounts.lockout import LockError, lock_user, unlock_user
 from portal.accounts.roles import ROLE_PERMISSIONS
 from portal.audit.chain import record
 from portal.passkeys.models import PasskeyDevice
 
-__all__ = ["Authenticator", "authenticators_of", "lock_view", "people_view", "revoke_authenticator",
-           "revoke_authenticator_view", "unlock_view"]
+__all__ = ["Authenticator", "authenticators_of", "lock_view", "people_view", "reset_approve_view",
+           "reset_cancel_view", "reset_request_view", "revoke_authenticator", "revoke_authenticator_view",
+           "unlock_view"]
 
 # The kinds of authenticator an admin can revoke, and the django-otp model of each.
 _KINDS = {"totp": TOTPDevice, "backup": StaticDevice, "passkey": PasskeyDevice}
@@ -82,8 +85,9 @@ def people_view(request: HttpRequest) -> HttpResponse:
         users = users.filter(username__icontains=query)
     people = list(users[:500])
     factors = authenticators_of(u.pk for u in people)
-    rows = [(u, sorted(g.name for g in u.groups.all() if g.name in ROLE_PERMISSIONS), factors.get(u.pk, []))
-            for u in people]
+    waiting = resets.pending_resets()
+    rows = [(u, sorted(g.name for g in u.groups.all() if g.name in ROLE_PERMISSIONS), factors.get(u.pk, []),
+             waiting.get(u.pk)) for u in people]
     return render(request, "accounts/people.html", {"rows": rows, "q": query, "section": "people"})
 
 
@@ -124,4 +128,52 @@ def revoke_authenticator_view(request: HttpRequest, user_id: int, kind: str, dev
     else:
         messages.success(request, f"{revoked.label} of {user.get_username()} revoked; a sign-in "
                                   "confirmed with it must confirm again.")
+    return redirect("people")
+
+
+def _where(request: HttpRequest) -> resets.Where:
+    return resets.Where(request.client_address, request.request_id)
+
+
+@require_POST
+@permission_required("accounts.manage_sessions", raise_exception=True)
+def reset_request_view(request: HttpRequest, user_id: int) -> HttpResponse:
+    """Ask for a lost-device reset of a person; another admin must approve it."""
+    person = get_object_or_404(get_user_model(), pk=user_id)
+    try:
+        resets.request_reset(person, by=request.user, reason=request.POST.get("reason", ""),
+                             where=_where(request))
+    except resets.ResetError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Reset of {person.get_username()}'s authenticators requested: another "
+                                  "admin must approve it within 24 h.")
+    return redirect("people")
+
+
+@require_POST
+@permission_required("accounts.manage_sessions", raise_exception=True)
+def reset_approve_view(request: HttpRequest, reset_id: int) -> HttpResponse:
+    """The second admin approves: authenticators removed, sessions ended."""
+    try:
+        done = resets.approve_reset(reset_id, by=request.user, where=_where(request))
+    except resets.ResetError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Authenticators removed ({done['totp']} app, {done['backup']} backup code "
+                                  f"sets, {done['passkey']} passkeys); {done['web_sessions_ended']} web "
+                                  "session(s) ended. The next sign-in enrols a new authenticator.")
+    return redirect("people")
+
+
+@require_POST
+@permission_required("accounts.manage_sessions", raise_exception=True)
+def reset_cancel_view(request: HttpRequest, reset_id: int) -> HttpResponse:
+    """Withdraw a waiting reset request."""
+    try:
+        resets.cancel_reset(reset_id, by=request.user, where=_where(request))
+    except resets.ResetError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Reset request cancelled.")
     return redirect("people")

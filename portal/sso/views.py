@@ -7,7 +7,8 @@ Views translate HTTP to :mod:`portal.sso.oidc`, :mod:`portal.sso.signin` and
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_not_required
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -21,10 +22,10 @@ from portal.accounts.redirects import remember_next, take_next
 from portal.accounts.signin import locked_message
 from portal.audit.chain import record_request
 from portal.metrics import SIGN_INS
-from portal.sso import oidc, sessions, signin
+from portal.sso import links, oidc, sessions, signin
 from portal.sso.providers import IdentityProvider
 
-__all__ = ["backchannel_logout_view", "callback_view", "login_view", "provider_named"]
+__all__ = ["backchannel_logout_view", "callback_view", "login_view", "provider_named", "revoke_link_view"]
 
 PENDING_KEY = "sso_pending"
 PENDING_MAX = 5  # sign-ins started in other tabs that may still come back
@@ -131,3 +132,18 @@ def backchannel_logout_view(request: HttpRequest, name: str) -> HttpResponse:
     response = HttpResponse(status=200)
     response["Cache-Control"] = "no-store"
     return response
+
+
+@require_POST
+@permission_required("accounts.manage_sessions", raise_exception=True)
+def revoke_link_view(request: HttpRequest, link_id: int) -> HttpResponse:
+    """From People: an IdP account no longer signs in as this person; its sessions end."""
+    link = links.revoke_link(link_id, by=request.user, client_address=request.client_address,
+                             request_id=request.request_id)
+    if link is None:
+        messages.error(request, _("That SSO link is already gone."))
+    else:
+        messages.success(request, _("%(user)s no longer signs in through %(idp)s as %(subject)s; its "
+                                    "sessions ended.") % {"user": link.user.get_username(),
+                                                          "idp": link.provider, "subject": link.subject})
+    return redirect("people")
