@@ -13,6 +13,7 @@ from django.core.management.base import CommandError
 from portal.accounts.roles import ensure_roles
 from portal.audit.models import AuditEvent
 from tests.factories import UserFactory
+from tests.tiers.factories import client_for, person
 from tiers.catalog import (
     MAX_BYTES,
     CatalogError,
@@ -303,6 +304,22 @@ BAD_INPUTS = [
         "catalog.yaml:3: tiers[0].recording: only applies to pixel-streamed tiers (access_mode: stream)",
         id="proxy-tier-cannot-record"),
     pytest.param(
+        "tiers:\n  - name: low\n    rank: 40000\n",
+        "catalog.yaml:3: tiers[0].rank: must be between 0 and 32767, got 40000",
+        id="rank-out-of-range"),
+    pytest.param(
+        "tiers:\n  - name: low\n    accepted_factors: {sensitive: [sms]}\n",
+        "catalog.yaml:3: tiers[0].accepted_factors.sensitive[0]: 'sms' is not one of totp, passkey",
+        id="unknown-factor"),
+    pytest.param(
+        "tiers:\n  - name: low\n    accepted_factors: {sensitve: [passkey]}\n",
+        "catalog.yaml:3: tiers[0].accepted_factors.sensitve: unknown key 'sensitve' (did you mean 'sensitive'?)",
+        id="unknown-action-class"),
+    pytest.param(
+        "tiers:\n  - name: low\n    accepted_factors:\n      sensitive: []\n",
+        "catalog.yaml:4: tiers[0].accepted_factors.sensitive: name at least one factor",
+        id="no-factor"),
+    pytest.param(
         "tiers: {name: low}\n",
         "catalog.yaml:1: tiers: expected a list, got a mapping",
         id="section-not-a-list"),
@@ -416,6 +433,35 @@ def test_bad_input_is_named_by_line_and_path_and_changes_nothing(text, expected,
     assert expected.removeprefix("catalog.yaml") in str(excinfo.value)
     assert "nothing applied" in str(excinfo.value)
     assert snapshot() == before
+
+
+def test_a_tier_names_the_factors_that_count_and_export_writes_them_back():
+    apply_text(BASE.replace("    mfa: {read: 900}\n", "    mfa: {read: 900}\n    accepted_factors: {sensitive: [passkey]}\n"))
+
+    assert Tier.objects.get(name="high").accepted_factors == {"sensitive": ["passkey"]}
+    assert Tier.objects.get(name="low").accepted_factors == {}
+    exported = export_catalog()
+    assert "accepted_factors: {sensitive: [passkey]}" in exported
+    assert apply_text(exported) == ()
+
+
+def test_the_file_and_the_tier_page_refuse_a_proxied_recording_in_the_same_words(catalog_admin_client):
+    tier = Tier.objects.create(name="web", access_mode="proxy")
+    page = catalog_admin_client.post(f"/manage/tiers/{tier.name}/", {
+        "rank": 0, "access_mode": "proxy", "mfa_sensitive": 0, "session_max_seconds": 60, "idle_seconds": 60,
+        "reauth_interval_seconds": 30, "clipboard_in": "deny", "clipboard_out": "deny", "file_transfer": "deny",
+        "retention_days": 30, "recording": "on"}).content.decode()
+
+    problems = problems_of("tiers:\n  - name: web\n    recording: true\n")
+
+    assert problems == ["catalog.yaml:3: tiers[0].recording: only applies to pixel-streamed tiers "
+                        "(access_mode: stream)"]
+    assert "only applies to pixel-streamed tiers (access_mode: stream)" in page
+
+
+@pytest.fixture
+def catalog_admin_client():
+    return client_for(person("ada", "admin"))
 
 
 def test_every_problem_is_reported_at_once_in_line_order():

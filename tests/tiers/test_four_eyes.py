@@ -18,7 +18,7 @@ STRICT = {
     "session_max_seconds": 3600, "idle_seconds": 600, "reauth_interval_seconds": 30,
     "clipboard_in": "step_up", "clipboard_out": "deny", "file_transfer": "step_up", "read_only": True,
     "recording": True, "watermark": True, "rate_limit_per_minute": 60, "retention_days": 365,
-    "description": "Critical systems",
+    "accepted_factors": {"sensitive": ["passkey"]}, "description": "Critical systems",
 }
 
 WEAKER = [
@@ -46,6 +46,9 @@ WEAKER = [
     ("rate_limit_per_minute", 600),
     ("rate_limit_per_minute", None),
     ("retention_days", 30),
+    ("accepted_factors", {}),
+    ("accepted_factors", {"sensitive": ["passkey", "totp"]}),
+    ("accepted_factors", {"sensitive": ["totp"]}),
 ]
 
 STRONGER_OR_SAME = [
@@ -62,6 +65,7 @@ STRONGER_OR_SAME = [
     ("file_transfer", "deny"),
     ("rate_limit_per_minute", 10),
     ("retention_days", 3650),
+    ("accepted_factors", {"sensitive": ["passkey"], "write": ["passkey"]}),
     ("description", "Anything at all"),
 ]
 
@@ -110,6 +114,13 @@ def test_each_weakening_says_what_and_from_what_to_what():
     assert [str(w) for w in found] == ["Fresh code for sensitive actions: every action -> not needed",
                                        "Approval before access: on -> off"]
     assert found[0] == Weakening("mfa_sensitive", 0, None)
+    widened = weakens(STRICT, STRICT | {"accepted_factors": {}})
+    assert [str(w) for w in widened] == [
+        "Second factors that count: sensitive: a passkey -> any (authenticator app code or passkey)"]
+
+
+def test_a_move_to_a_tier_that_counts_more_factors_weakens():
+    assert [w.field for w in move_weakens(STRICT, STRICT | {"accepted_factors": {}})] == ["accepted_factors"]
 
 
 def test_a_move_to_a_tier_with_a_higher_rank_but_weaker_rules_still_weakens():
@@ -361,6 +372,28 @@ def test_turning_approval_off_on_the_tier_page_is_held_and_said_so(tiers, ada):
     assert "data-pending-changes" in form_page and "Approval before access: on -&gt; off" in form_page
 
 
+@pytest.mark.django_db
+def test_on_the_tier_page_counting_fewer_factors_applies_and_counting_more_is_held(tiers, ada):
+    critical = tiers["critical"]
+    base = {k: ("" if v is None else v) for k, v in tier_state(critical).items()
+            if k not in {"allowed_zones", "accepted_factors", "device_trust_required", "read_only"}}
+    base |= {"approval_required": "on", "recording": "on", "watermark": "on"}
+    client = client_for(ada)
+
+    client.post("/manage/tiers/critical/", base | {"accepted_factors": ["sensitive:passkey"]})
+    critical.refresh_from_db()
+    assert critical.accepted_factors == {"sensitive": ["passkey"]}
+    assert not PolicyChangeRequest.objects.exists()
+
+    client.post("/manage/tiers/critical/", base | {"accepted_factors": ["sensitive:passkey", "sensitive:totp"]})
+    critical.refresh_from_db()
+    assert critical.accepted_factors == {"sensitive": ["passkey"]}
+    change = PolicyChangeRequest.objects.get()
+    assert change.changes == {"accepted_factors": [{"sensitive": ["passkey"]}, {}]}
+    form_page = client.get("/manage/tiers/critical/").content.decode()
+    assert 'value="sensitive:passkey"' in form_page and "Second factors that count" in form_page
+
+
 # --- the Django admin is no way around it ---------------------------------------------------------------
 
 
@@ -381,6 +414,7 @@ def test_a_tier_saved_in_the_django_admin_keeps_its_protective_rules(tiers, root
     response = client.post(url, {"name": "critical", "description": "renamed in admin"})
 
     assert 'name="approval_required"' not in page and 'name="mfa_read"' not in page
+    assert 'name="accepted_factors"' not in page
     assert response.status_code == 302
     critical = Tier.objects.get(name="critical")
     assert critical.description == "renamed in admin"
@@ -507,6 +541,23 @@ def test_a_dry_run_says_what_would_be_held_and_files_nothing():
     assert "held: catalog.yaml:15: resource db-shell" in out and "a change request would be filed" in out
     assert not PolicyChangeRequest.objects.exists()
     assert Resource.objects.get(slug="db-shell").tier.name == "critical"
+
+
+@pytest.mark.django_db
+def test_a_catalog_that_counts_more_factors_for_a_tier_is_held_with_its_line(bob):
+    strict = CATALOG.replace("    watermark: true\n", "    watermark: true\n    accepted_factors: {sensitive: [passkey]}\n")
+    _apply(strict)
+    assert Tier.objects.get(name="critical").accepted_factors == {"sensitive": ["passkey"]}
+
+    out = _apply(CATALOG)
+
+    assert Tier.objects.get(name="critical").accepted_factors == {"sensitive": ["passkey"]}
+    change = PolicyChangeRequest.objects.get()
+    assert change.changes == {"accepted_factors": [{"sensitive": ["passkey"]}, {}]}
+    assert ("held: catalog.yaml:7: tier critical: lowers protection (Second factors that count: "
+            "sensitive: a passkey -> any") in out
+    policy_changes.approve(change, bob)
+    assert Tier.objects.get(name="critical").accepted_factors == {}
 
 
 @pytest.mark.django_db

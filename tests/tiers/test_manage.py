@@ -111,6 +111,14 @@ def test_resource_list_filters_by_tier_kind_and_text(catalog):
     assert slugs("tier=low&q=crm") == {"crm"}
 
 
+def test_a_filter_value_that_names_nothing_filters_nothing_and_says_so(catalog):
+    response = client_for(person("ada", "admin")).get("/manage/resources/?tier=nope&kind=telnet")
+
+    assert response.status_code == 200
+    assert {r.slug for r in response.context["resources"]} == {"wiki", "crm", "ops"}
+    assert "Select a valid choice" in response.content.decode()
+
+
 def test_bulk_retag_moves_resources_and_writes_history_and_audit(catalog):
     client = client_for(person("ada", "admin"))
     response = client.post("/manage/resources/", {"resources": ["wiki", "crm", "ops"], "tier": "high",
@@ -237,6 +245,24 @@ def test_the_catalog_is_in_the_django_admin_for_superusers(catalog, model):
     assert client.get(f"/admin/tiers/{model}/").status_code == 200
     assert client.get(f"/admin/tiers/{model}/add/").status_code == (
         403 if model in {"accessrequest", "accessgrant", "tierchange"} else 200)
+
+
+def test_a_new_tier_in_the_django_admin_names_its_factors_by_ticks(catalog):
+    root = person("root", "admin")
+    root.is_superuser = True
+    root.save()
+    client = client_for(root)
+    page = client.get("/admin/tiers/tier/add/").content.decode()
+
+    response = client.post("/admin/tiers/tier/add/", {
+        "name": "payroll", "rank": 40, "access_mode": "proxy", "mfa_sensitive": 0,
+        "accepted_factors": ["sensitive:passkey", "write:passkey"], "session_max_seconds": 3600,
+        "idle_seconds": 600, "reauth_interval_seconds": 30, "clipboard_in": "deny", "clipboard_out": "deny",
+        "file_transfer": "deny", "retention_days": 365})
+
+    assert 'type="checkbox" name="accepted_factors" value="sensitive:passkey"' in page
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Tier.objects.get(name="payroll").accepted_factors == {"write": ["passkey"], "sensitive": ["passkey"]}
 
 
 def test_a_tier_move_in_the_django_admin_is_kept_in_history(catalog, rf):
