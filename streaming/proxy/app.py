@@ -61,6 +61,8 @@ class ProxyApp:
         self.clients = UpstreamClients()
         self._gate = database_sync_to_async(admit, thread_sensitive=False)
         self._hold = database_sync_to_async(pending.hold_for_step_up, thread_sensitive=False)
+        # Full admissions under way, per portal session: see _admit_fully.
+        self._admitting: dict[str, asyncio.Future[Admission]] = {}
 
     async def aclose(self) -> None:
         await admission_cache.stop_listening()
@@ -135,13 +137,42 @@ class ProxyApp:
             session_key=session_key, client_address=ex.client_address, request_id=ex.request_id,
             issuer=vetted.issuer, replay_token=vetted.replay_token,
             via_isolation=bool(found and found.isolated))
+        admission = await self._admit_from_memory(req)
+        if admission is None:
+            admission = await self._admit_fully(req)
+        return admission
+
+    @staticmethod
+    async def _admit_from_memory(req: GateRequest) -> Admission | None:
         admission = admit_from_memory(req)
         bucket = admission.bucket if admission is not None else None
         if bucket is not None and await limiter().atake(*bucket):
-            admission = None  # out of tokens: the full admission answers and audits the 429
-        if admission is None:
-            admission = await self._gate(req)
+            return None  # out of tokens: the full admission answers and audits the 429
         return admission
+
+    async def _admit_fully(self, req: GateRequest) -> Admission:
+        """The full admission, one at a time per portal session.
+
+        When a session's snapshot (or the catalog row, or the zone table) leaves memory, every
+        connection of that session misses at once. The first runs the full admission; the
+        others wait for it and are then decided from the memory it refilled, so a browser's
+        burst costs one database round, not one per connection. Whatever memory cannot answer
+        still gets its own full admission.
+        """
+        key = req.session_key
+        if not key or req.replay_token is not None:
+            return await self._gate(req)
+        running = self._admitting.get(key)
+        if running is not None:
+            await asyncio.wait([running])  # its outcome is its own request's, not ours
+            return await self._admit_from_memory(req) or await self._gate(req)
+        task = asyncio.ensure_future(self._gate(req))
+        self._admitting[key] = task
+        try:
+            return await task
+        finally:
+            if self._admitting.get(key) is task:
+                del self._admitting[key]
 
     async def _answer(self, ex: Exchange, admission: Admission) -> None:
         """Turn the admission into an answer: forward, hold, redirect or a page."""
