@@ -1,7 +1,13 @@
-"""The identity providers the portal trusts, as typed values (from PORTAL_OIDC_PROVIDERS).
+"""The identity providers the portal trusts, as typed values (from PORTAL_OIDC_PROVIDERS, and
+from the admin: :class:`portal.sso.models.OidcProvider`).
 
 Pure: no Django, no network, so :mod:`portal.config` can validate the environment at start and
-refuse a portal whose IdP list is wrong, with a message naming the IdP and the key.
+refuse a portal whose IdP list is wrong, with a message naming the IdP and the key; an IdP
+entered in the admin is checked by the same rules (:func:`parse_provider`).
+
+Both lists are merged by :func:`merge_providers`: on a name clash the **environment wins**.
+The environment is what the deployment declares (reviewed, versioned, the same on every
+replica); an admin entry of the same name cannot redirect its sign-ins to another issuer.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_MFA_AMR", "IdentityProvider", "ProviderConfigError", "parse_providers"]
+__all__ = ["DEFAULT_MFA_AMR", "IdentityProvider", "ProviderConfigError", "merge_providers", "parse_provider",
+           "parse_providers"]
 
 # RFC 8176 method references that mean "more than one factor was checked".
 DEFAULT_MFA_AMR = ("mfa", "otp", "hwk")
@@ -72,7 +79,12 @@ def _issuer(value: Any, where: str) -> str:
 
 
 def _one(raw: Any, index: int) -> IdentityProvider:
-    where = f"PORTAL_OIDC_PROVIDERS[{index}]"
+    return parse_provider(raw, "PORTAL_OIDC_PROVIDERS", f"PORTAL_OIDC_PROVIDERS[{index}]")
+
+
+def parse_provider(raw: Any, source: str, where: str = "") -> IdentityProvider:
+    """One IdP from its keys; ``source`` names where it came from in error messages."""
+    where = where or source
     if not isinstance(raw, dict):
         raise ProviderConfigError(f"{where} must be an object with name, issuer, client_id, client_secret")
     if unknown := sorted(set(raw) - _KEYS):
@@ -80,7 +92,7 @@ def _one(raw: Any, index: int) -> IdentityProvider:
     name = str(raw.get("name", ""))
     if not _NAME.match(name):
         raise ProviderConfigError(f"{where}.name must be lower-case letters, digits and '-' (got {name!r})")
-    where = f"PORTAL_OIDC_PROVIDERS[{name}]"
+    where = f"{source}[{name}]"
     for key in ("client_id", "client_secret"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise ProviderConfigError(f"{where}.{key} is required")
@@ -116,3 +128,10 @@ def parse_providers(raw: Any) -> tuple[IdentityProvider, ...]:
     if len(names) != len(set(names)):
         raise ProviderConfigError(f"PORTAL_OIDC_PROVIDERS names must be unique (got {names})")
     return providers
+
+
+def merge_providers(from_env: tuple[IdentityProvider, ...],
+                    from_admin: tuple[IdentityProvider, ...]) -> tuple[IdentityProvider, ...]:
+    """The environment's IdPs, then the admin's whose names the environment does not use."""
+    taken = {p.name for p in from_env}
+    return from_env + tuple(p for p in from_admin if p.name not in taken)

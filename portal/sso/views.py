@@ -6,7 +6,6 @@ Views translate HTTP to :mod:`portal.sso.oidc`, :mod:`portal.sso.signin` and
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -22,7 +21,7 @@ from portal.accounts.redirects import remember_next, take_next
 from portal.accounts.signin import locked_message
 from portal.audit.chain import record_request
 from portal.metrics import SIGN_INS
-from portal.sso import links, oidc, sessions, signin
+from portal.sso import links, oidc, registry, sessions, signin
 from portal.sso.providers import IdentityProvider
 
 __all__ = ["backchannel_logout_view", "callback_view", "login_view", "provider_named", "revoke_link_view"]
@@ -32,11 +31,11 @@ PENDING_MAX = 5  # sign-ins started in other tabs that may still come back
 
 
 def provider_named(name: str) -> IdentityProvider:
-    """The configured IdP of that name, or 404."""
-    for provider in settings.PORTAL_OIDC_PROVIDERS:
-        if provider.name == name:
-            return provider
-    raise Http404("No such identity provider.")
+    """The configured IdP of that name (environment or admin), or 404."""
+    provider = registry.find_provider(name)
+    if provider is None:
+        raise Http404("No such identity provider.")
+    return provider
 
 
 def _audit(request: HttpRequest, action: str, *, outcome: str, **kwargs: object) -> None:

@@ -1,7 +1,7 @@
-"""``{% sso_providers as idps %}``: the configured IdPs, for the sign-in page's buttons."""
+"""``{% sso_providers as idps %}``: the configured IdPs (environment and admin), for the
+sign-in page's buttons."""
 
 from django import template
-from django.conf import settings
 
 from portal.sso.providers import IdentityProvider
 
@@ -10,7 +10,9 @@ register = template.Library()
 
 @register.simple_tag
 def sso_providers() -> tuple[IdentityProvider, ...]:
-    return tuple(settings.PORTAL_OIDC_PROVIDERS)
+    from portal.sso.registry import configured_providers
+
+    return configured_providers()
 
 
 @register.simple_tag
