@@ -12,7 +12,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from tiers.jit import DURATION_CHOICES, JUSTIFICATION_MAX, NOTE_MAX, requestable_by
 from tiers.models import NetworkZone, Resource, Tier
 from tiers.rules import TIER_RULES, Kind, TierRule, combination_problems, normal_factors
-from tiers.types import FACTOR_WORDS, ActionClass
+from tiers.types import FACTOR_WORDS, ActionClass, ActionKind
 
 __all__ = [
     "REASON_MAX", "AcceptedFactorsField", "AccessRequestForm", "DecisionNoteForm",
@@ -143,7 +143,8 @@ class SimulatorForm(forms.Form):
     resource = forms.ModelChoiceField(Resource.objects.select_related("tier").order_by("name"),
                                       to_field_name="slug", empty_label="Choose a resource")
     action_kind = forms.ChoiceField(label="Action", choices=[
-        ("http", "HTTP request to a web app (proxy)"), ("desktop.open", "Open a desktop session")])
+        (ActionKind.HTTP.value, "HTTP request to a web app (proxy)"),
+        (ActionKind.DESKTOP_OPEN.value, "Open a desktop session")])
     action_class = forms.ChoiceField(label="Action class",
                                      choices=[(c.value, c.value) for c in ActionClass])
     zone = forms.ModelChoiceField(NetworkZone.objects.all(), to_field_name="name", required=False,

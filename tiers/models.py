@@ -17,12 +17,12 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from tiers.rules import MAX_SMALL, TIER_RULES, Kind, TierRule, accepted_factors_problem, combination_problems
+from tiers.rules import MAX_SMALL, TIER_RULES, Kind, TierRule, combination_problems
 from tiers.types import ActionClass
 
 __all__ = [
     "AccessGrant", "AccessRequest", "ActionChallenge", "ActionRule", "NetworkZone", "PolicyChangeRequest",
-    "Resource", "Tier", "TierChange", "accepted_factors_problem",
+    "Resource", "Tier", "TierChange",
 ]
 
 slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$",

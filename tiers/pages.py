@@ -31,6 +31,7 @@ from tiers.rules import TIER_RULES, Kind, shown
 from tiers.types import (
     Action,
     ActionClass,
+    ActionKind,
     Decision,
     DecisionInput,
     DeviceInfo,
@@ -136,8 +137,8 @@ def open_action(resource: Resource) -> Action:
     desktop broker asks it that way: every tunnel open needs a fresh code).
     """
     if resource.kind == ResourceKind.WEB:
-        return Action("http", ActionClass.READ, "GET", "/")
-    return Action("desktop.open", ActionClass.SENSITIVE, path=f"/desktop/{resource.slug}/")
+        return Action(ActionKind.HTTP, ActionClass.READ, "GET", "/")
+    return Action(ActionKind.DESKTOP_OPEN, ActionClass.SENSITIVE, path=f"/desktop/{resource.slug}/")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from tiers.forms import (
 from tiers.jit import Origin
 from tiers.models import AccessGrant, AccessRequest, PolicyChangeRequest, Resource, Tier, TierChange
 from tiers.pages import render_denial, render_unavailable
-from tiers.types import Action, ActionClass
+from tiers.types import Action, ActionClass, ActionKind
 
 __all__ = [
     "CATALOG_PERMISSION", "manage_change_decide", "manage_changes", "manage_grant_revoke",
@@ -275,7 +275,7 @@ def manage_simulator(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             resource = load_resource(data["resource"].slug)
-            action = Action(data["action_kind"], ActionClass(data["action_class"]))
+            action = Action(ActionKind(data["action_kind"]), ActionClass(data["action_class"]))
             simulation = pages.simulate(
                 data["user"], resource, action, zone=data["zone"],
                 client_address=data["client_address"] or "", mfa_age=data["mfa_age"],
