@@ -51,6 +51,7 @@ __all__ = [
     "encode",
     "publish",
     "subscribe",
+    "unsubscribe",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,11 @@ def subscribe(handler: Handler, *, to: tuple[type, ...] = ALL_KINDS, at_once: bo
     _subscribers.append(_Subscriber(handler, to, at_once, heard))
 
 
+def unsubscribe(handler: Handler) -> None:
+    """Stop calling ``handler`` (a test's listener, once the test is over)."""
+    _subscribers[:] = [s for s in _subscribers if s.handler != handler]
+
+
 def _run(change: Change, subscribers: Iterable[_Subscriber]) -> None:
     for subscriber in subscribers:
         if not isinstance(change, subscriber.kinds):
@@ -133,13 +139,24 @@ def _run(change: Change, subscribers: Iterable[_Subscriber]) -> None:
 
 
 class _Batch:
-    """The changes of one transaction, delivered once when it commits (repeats folded)."""
+    """The changes of one transaction, delivered once when it commits.
+
+    Repeats fold, and so do a person's changes (a deleted account also deletes its devices
+    and grants): one :class:`SubjectChanged` per person, the one naming who made it if any,
+    else the last (the cascade's cause comes after its effects).
+    """
 
     def __init__(self) -> None:
-        self.changes: dict[Change, None] = {}
+        self.changes: dict[object, Change] = {}
+
+    def add(self, change: Change) -> None:
+        key: object = ("subject", change.user_id) if isinstance(change, SubjectChanged) else change
+        kept = self.changes.get(key)
+        if not (isinstance(kept, SubjectChanged) and kept.by and not getattr(change, "by", "")):
+            self.changes[key] = change
 
     def __call__(self) -> None:
-        _committed(list(self.changes))
+        _committed(list(self.changes.values()))
 
 
 def _batch_of_this_transaction() -> _Batch | None:
@@ -163,7 +180,7 @@ def publish(change: Change) -> None:
     if batch is None:
         _committed([change])
     else:
-        batch.changes[change] = None
+        batch.add(change)
 
 
 def _committed(changes: list[Change]) -> None:
