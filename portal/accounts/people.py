@@ -80,7 +80,8 @@ def revoke_authenticator(user: object, kind: str, device_id: int, *, by: str, cl
 @permission_required("accounts.manage_sessions", raise_exception=True)
 def people_view(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()
-    users = get_user_model().objects.prefetch_related("groups").order_by("username")
+    # sso_links: each row shows the person's SSO links (templates/sso/people_links.html)
+    users = get_user_model().objects.prefetch_related("groups", "sso_links").order_by("username")
     if query:
         users = users.filter(username__icontains=query)
     people = list(users[:500])

@@ -17,7 +17,6 @@ def sso_providers() -> tuple[IdentityProvider, ...]:
 
 @register.simple_tag
 def sso_links_of(person: object) -> list:
-    """The person's SSO links, for the People page (read-only)."""
-    from portal.sso.models import SsoLink
-
-    return list(SsoLink.objects.filter(user=person).order_by("provider", "subject"))
+    """The person's SSO links, for the People page (read-only): prefetched there as
+    ``sso_links``, so a page of people costs one query for all their links."""
+    return sorted(person.sso_links.all(), key=lambda link: (link.provider, link.subject))  # type: ignore[attr-defined]

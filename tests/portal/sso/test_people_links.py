@@ -49,3 +49,20 @@ def test_only_admins_revoke_a_link(client, signed_in_employee):
     assert client.post(f"/sso/links/{link.pk}/revoke/").status_code == 403
     assert SsoLink.objects.filter(pk=link.pk).exists()
     assert not AuditEvent.objects.filter(action="sso.link_revoke").exists()
+
+
+def test_the_people_page_reads_every_link_in_one_query_however_many_people_have_one(admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def linked(count: int) -> int:
+        for n in range(count):
+            person = UserFactory(username=f"linked-{count}-{n}")
+            SsoLink.objects.create(user=person, provider="corp", issuer="https://idp.example",
+                                   subject=f"s-{count}-{n}")
+        with CaptureQueriesContext(connection) as queries:
+            page = admin_client.get("/manage/people/").content.decode()
+        assert f"<code>s-{count}-{count - 1}</code>" in page
+        return len(queries)
+
+    assert linked(2) == linked(6)
