@@ -11,12 +11,14 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.models import Device
 
 from streaming.desktop.access import decide_continue
 from streaming.desktop.models import EndReason, StreamSession
 from streaming.desktop.signins import current_session
 
-__all__ = ["FIXED_OBLIGATIONS", "LIVE_OBLIGATIONS", "Verdict", "reauthorize", "reauthorize_watcher"]
+__all__ = ["FIXED_OBLIGATIONS", "LIVE_OBLIGATIONS", "Verdict", "reauthorize", "reauthorize_watcher",
+           "second_factor_holds"]
 
 # Set in guacd at the handshake; a change needs a new session.
 FIXED_OBLIGATIONS = ("record", "read_only", "watermark")
@@ -35,6 +37,14 @@ class Verdict:
     session_key: str = ""  # the key the portal session lives under now (a step-up rotates it)
 
 
+def second_factor_holds(user: Any, session: Any) -> bool:
+    """The device that verified this sign-in still exists, confirmed and the user's own: as
+    django-otp's middleware judges a page request, so removing it ends the desktop too."""
+    persistent_id = session.get(DEVICE_ID_SESSION_KEY)
+    device = Device.from_persistent_id(persistent_id) if persistent_id else None
+    return device is not None and device.user_id == user.pk and bool(device.confirmed)
+
+
 def reauthorize(user_id: int, session_key: str, client_address: str, resource_id: int,
                 obligations: dict[str, Any], sign_in: str = "") -> Verdict:
     """Decide ``desktop.continue`` for this user, portal session and resource, now."""
@@ -47,6 +57,9 @@ def reauthorize(user_id: int, session_key: str, client_address: str, resource_id
     if not signed_in and user.is_active:
         return Verdict("end", EndReason.SIGNED_OUT,
                        "You signed out of the portal (or your sign-in expired), so the desktop closed.")
+    if user.is_active and not second_factor_holds(user, session):
+        return Verdict("end", EndReason.REVOKED, "The second factor you signed in with was removed, so "
+                       "the desktop closed. Sign in again to go on.")
     result = decide_continue(user, session, client_address, resource_id)
     if result is None:
         return Verdict("end", EndReason.REVOKED, "This desktop was removed from the catalog.")
