@@ -8,5 +8,5 @@ class TiersConfig(AppConfig):
     def ready(self) -> None:
         from tiers import changes, context
 
-        changes.connect()  # model signals become policy changes (docs/decisions/0025)
+        changes.connect()  # model signals become policy changes (docs/decisions/0027)
         changes.subscribe(context.forget_zones, to=(changes.CatalogChanged,), at_once=True)

@@ -16,7 +16,7 @@ subscribers that keep per-process state; every other portal process through the
 channel-layer group :data:`GROUP` (one message per transaction); then subscribers whose own
 action already reaches every process (pushes to live desktops' groups) — so a desktop's
 pushed re-check anywhere finds that process's caches already dropped. A rolled-back
-transaction publishes nothing after commit. docs/decisions/0025.
+transaction publishes nothing after commit. docs/decisions/0027.
 """
 
 from __future__ import annotations
