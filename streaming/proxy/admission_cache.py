@@ -27,7 +27,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +77,6 @@ class AdmissionCache:
         self._sweep_at = _SWEEP_FLOOR
         self._listening_loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._catalog_hooks: list[Callable[[], None]] = []
         self._watchers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event, int, str]] = set()
         self._heard = False  # subscribed to the group (or the layer is this process alone)
         self._hashes: dict[str, str] = {}
@@ -197,7 +195,7 @@ class AdmissionCache:
                     loop.call_soon_threadsafe(event.set)
 
     def apply(self, message: dict[str, Any]) -> None:
-        """Act on an invalidation message (from this process or another)."""
+        """Act on an invalidation (user, session, all; ``catalog`` only wakes live sockets)."""
         self._wake(message)
         if message.get("user") is not None:
             self.drop_user(int(message["user"]))
@@ -205,13 +203,6 @@ class AdmissionCache:
             self.drop_session(str(message["session"]))
         if message.get("all"):
             self.drop_all()
-        if message.get("catalog"):
-            for hook in self._catalog_hooks:
-                hook()
-
-    def on_catalog_change(self, hook: Callable[[], None]) -> None:
-        """Run ``hook`` when any process announces a catalog change (resources, tiers, zones)."""
-        self._catalog_hooks.append(hook)
 
     def _forget(self, key: str, user_id: int) -> None:
         self._entries.pop(key, None)
