@@ -85,3 +85,32 @@ def test_a_key_past_its_overlap_is_unpublished_and_deleted(tmp_path):
 def test_an_overlap_shorter_than_an_assertion_is_refused(tmp_path):
     with pytest.raises(AssertionKeyError, match="outlive"):
         KeyRing(tmp_path / "keys").rotate(overlap=60)
+
+
+def test_an_assertion_is_a_standard_es256_jwt_any_library_verifies(tmp_path):
+    ring = KeyRing(tmp_path / "keys")
+    key = ring.active()
+    claims = assertion_claims(ALICE, issuer="https://portal.test", audience="notes", now=time.time(),
+                              lifetime=60)
+
+    token = sign_assertion(key, claims)
+
+    assert jwt.get_unverified_header(token) == {"alg": "ES256", "kid": key.kid, "typ": "JWT"}
+    assert _verify(token, ring) == claims
+    # the same claims through jwt.encode read back the same (only the ECDSA nonce differs)
+    by_pyjwt = jwt.encode(claims, key.private_key, algorithm="ES256", headers={"kid": key.kid})
+    assert _verify(by_pyjwt, ring) == _verify(token, ring)
+
+
+def test_an_assertion_with_a_changed_claim_or_another_keys_signature_is_refused(tmp_path):
+    ring, other = KeyRing(tmp_path / "keys"), KeyRing(tmp_path / "other")
+    claims = assertion_claims(ALICE, issuer="https://portal.test", audience="notes", now=time.time(),
+                              lifetime=60)
+    header, payload, signature = sign_assertion(ring.active(), claims).split(".")
+    forged = jwt.utils.base64url_encode(jwt.utils.base64url_decode(payload).replace(b"alice", b"admin"))
+
+    with pytest.raises(jwt.InvalidSignatureError):
+        _verify(f"{header}.{forged.decode()}.{signature}", ring)
+    foreign = sign_assertion(other.active(), claims)
+    with pytest.raises(ValueError):  # its kid is not in this ring's JWKS
+        _verify(foreign, ring)
