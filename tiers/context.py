@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 CHALLENGE_TTL_SECONDS = 300
+FEDERATED = "fed"  # RFC 8176: authenticated by a federated IdP (portal.sso.sessions)
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ZONE_MEMO_SIZE = 4096
 
@@ -69,12 +70,22 @@ def session_hash(session_key: str | None) -> str:
 
 
 def factor_of_amr(amr: Any) -> str | None:
-    """The second factor an RFC 8176 ``amr`` list names (``hwk`` a passkey, ``otp`` a code)."""
-    methods = set(amr) if isinstance(amr, list | tuple) else set()
-    if "hwk" in methods:
+    """The factor of the session's last confirmation, read from its RFC 8176 ``amr``.
+
+    ``hwk`` is a passkey and ``otp`` a code. An SSO session's amr is ``["fed", *the IdP's]``:
+    the IdP's values stay (the assertion names them) but are the IdP's, not the portal's, so
+    they count as :attr:`Factor.IDP`. A portal code on top goes in front of ``fed``
+    (``portal.accounts.mfa.mark_mfa``) and a passkey replaces the list: what precedes ``fed``
+    is the portal's own.
+    """
+    methods = [m for m in amr if isinstance(m, str)] if isinstance(amr, list | tuple) else []
+    own = methods[:methods.index(FEDERATED)] if FEDERATED in methods else methods
+    if "hwk" in own:
         return Factor.PASSKEY
-    if "otp" in methods:
+    if "otp" in own:
         return Factor.TOTP
+    if FEDERATED in methods:
+        return Factor.IDP
     return None
 
 
@@ -293,16 +304,17 @@ def _one_time_mfa_waiting(user: AbstractBaseUser, session_key: str | None, resou
                           action: Action) -> frozenset[str]:
     """The factors of the one-time confirmations waiting for ``action`` (empty: none waits).
 
-    A confirmation made with a passkey carries its proof (``portal.passkeys.ActionProof``);
-    any other was a code.
+    A confirmation made with a passkey carries its proof (``portal.passkeys.ActionProof``),
+    one made at the IdP its own (``portal.sso.IdpActionProof``); any other was a code.
     """
     since = timezone.now() - timezone.timedelta(seconds=CHALLENGE_TTL_SECONDS)
     proofs = ActionChallenge.objects.filter(
         user=user, session_hash=session_hash(session_key), resource=resource,
         method=action.method or action.kind, path=action.path, digest=action.digest,
         verified_at__gte=since, consumed_at__isnull=True,
-    ).values_list("passkey_proof", flat=True)
-    return frozenset(Factor.TOTP if proof is None else Factor.PASSKEY for proof in proofs)
+    ).values_list("passkey_proof", "idp_proof")
+    return frozenset(Factor.PASSKEY if passkey is not None else Factor.IDP if idp is not None
+                     else Factor.TOTP for passkey, idp in proofs)
 
 
 def needs_lookups(tier: TierPolicy, action_class: ActionClass) -> bool:

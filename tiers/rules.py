@@ -118,7 +118,8 @@ TIER_RULES: tuple[TierRule, ...] = (
     _freshness("sensitive", "sensitive actions", 0),
     TierRule("accepted_factors", Kind.FACTORS, "Second factors that count",
              "Per action class, the second factors that count: totp (an authenticator app or backup "
-             "code) and passkey. A class with none named accepts both.", {}, "Second factor",
+             "code), passkey, and idp (the MFA of the company sign-in, for SSO sessions). A class "
+             "with none named accepts any.", {}, "Second factor",
              Looser.WIDER),
     TierRule("device_trust_required", Kind.FLAG, "Only from a trusted device",
              "Only a registered, trusted device may reach this tier.", False, "Where from", Looser.OFF),
@@ -257,7 +258,7 @@ def yaml_state(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _factors_in_words(value: Mapping[str, Iterable[str]] | None) -> str:
     parts = [f"{c}: {factor_words(frozenset(f))}" for c, f in normal_factors(value).items()]
-    return "; ".join(parts) or "any (authenticator app code or passkey)"
+    return "; ".join(parts) or "any (passkey, authenticator app code or company sign-in's MFA)"
 
 
 def shown(key: str, value: Any) -> str:

@@ -100,15 +100,19 @@ class Factor(StrEnum):
     """A second factor a tier can name as counting (DESIGN.md section 8).
 
     ``totp`` is any code: the authenticator app's, or a backup code (both can be phished and
-    relayed); ``passkey`` is a WebAuthn credential, bound to the portal's origin.
+    relayed); ``passkey`` is a WebAuthn credential, bound to the portal's origin; ``idp`` is the
+    MFA the company's identity provider did for an SSO sign-in (or a step-up there): the portal
+    did not see which factor it was, so a tier says whether it counts (docs/decisions/0028).
     """
 
     TOTP = "totp"
     PASSKEY = "passkey"
+    IDP = "idp"
 
 
 # How each factor is named in a sentence, in the order a sentence lists them.
-FACTOR_WORDS = {Factor.PASSKEY: "a passkey", Factor.TOTP: "an authenticator app code"}
+FACTOR_WORDS = {Factor.PASSKEY: "a passkey", Factor.TOTP: "an authenticator app code",
+                Factor.IDP: "your company sign-in's MFA"}
 
 
 def factor_words(factors: frozenset[str]) -> str:

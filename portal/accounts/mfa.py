@@ -158,10 +158,11 @@ def mark_mfa(request: HttpRequest, device: TOTPDevice | StaticDevice) -> None:
     request.session.cycle_key()
     django_otp.login(request, device)
     request.session[MFA_TIME_KEY] = int(time.time())
-    # A federated sign-in keeps what the IdP said and gains "otp"; otherwise password and code.
+    # A federated sign-in keeps what the IdP said ("fed" and the IdP's values) and gains "otp"
+    # in front: what precedes "fed" is the portal's own factor (tiers.context.factor_of_amr).
     earlier = list(request.session.get(AMR_KEY) or [])
-    request.session[AMR_KEY] = ([*earlier, "otp"] if "fed" in earlier and "otp" not in earlier
-                                else earlier if "fed" in earlier else list(DEFAULT_AMR))
+    request.session[AMR_KEY] = (["otp", *earlier[earlier.index("fed"):]] if "fed" in earlier
+                                else list(DEFAULT_AMR))
 
 
 def mfa_age(request: HttpRequest) -> float | None:

@@ -125,3 +125,22 @@ class LogoutTokenUse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.issuer} {self.jti}"
+
+
+class IdpActionProof(models.Model):
+    """A step-up at the IdP that confirmed exactly one held action (a one-time step-up).
+
+    Its presence tells the decision that the confirmation waiting for this action was the
+    IdP's MFA (``tiers.context``), so a tier that does not count ``idp`` refuses it;
+    ``action_digest`` is the held action the request was started for (server-side state).
+    """
+
+    challenge = models.OneToOneField("tiers.ActionChallenge", on_delete=models.CASCADE,
+                                     related_name="idp_proof")
+    link = models.ForeignKey(SsoLink, null=True, on_delete=models.SET_NULL,
+                             help_text="The IdP account that confirmed (kept empty once it is revoked).")
+    action_digest = models.CharField(max_length=64, help_text="SHA-256 of the bound action.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"IdP proof for challenge {self.challenge_id}"

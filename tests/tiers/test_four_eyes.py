@@ -49,6 +49,7 @@ WEAKER = [
     ("accepted_factors", {}),
     ("accepted_factors", {"sensitive": ["passkey", "totp"]}),
     ("accepted_factors", {"sensitive": ["totp"]}),
+    ("accepted_factors", {"sensitive": ["passkey", "idp"]}),
 ]
 
 STRONGER_OR_SAME = [
@@ -116,7 +117,8 @@ def test_each_weakening_says_what_and_from_what_to_what():
     assert found[0] == Weakening("mfa_sensitive", 0, None)
     widened = weakens(STRICT, STRICT | {"accepted_factors": {}})
     assert [str(w) for w in widened] == [
-        "Second factors that count: sensitive: a passkey -> any (authenticator app code or passkey)"]
+        "Second factors that count: sensitive: a passkey -> any (passkey, authenticator app code or "
+        "company sign-in's MFA)"]
 
 
 def test_a_move_to_a_tier_that_counts_more_factors_weakens():
@@ -385,7 +387,8 @@ def test_on_the_tier_page_counting_fewer_factors_applies_and_counting_more_is_he
     assert critical.accepted_factors == {"sensitive": ["passkey"]}
     assert not PolicyChangeRequest.objects.exists()
 
-    client.post("/manage/tiers/critical/", base | {"accepted_factors": ["sensitive:passkey", "sensitive:totp"]})
+    client.post("/manage/tiers/critical/", base | {"accepted_factors": ["sensitive:passkey", "sensitive:totp",
+                                                                "sensitive:idp"]})
     critical.refresh_from_db()
     assert critical.accepted_factors == {"sensitive": ["passkey"]}
     change = PolicyChangeRequest.objects.get()

@@ -82,7 +82,7 @@ def test_a_tier_row_becomes_the_decisions_policy_with_zones_and_factors_as_sets(
     ({"access_mode": "stream", "recording": True, "read_only": True}, {}),
     ({"access_mode": "proxy", "clipboard_in": "allow"}, {}),
     ({"accepted_factors": {"sensitive": ["sms"]}},
-     {"accepted_factors": "The factors for sensitive must be a non-empty list of passkey, totp."}),
+     {"accepted_factors": "The factors for sensitive must be a non-empty list of idp, passkey, totp."}),
 ])
 def test_rules_that_are_fine_alone_but_not_together_are_named_by_field(values, problems):
     assert combination_problems(values) == problems
@@ -91,7 +91,8 @@ def test_rules_that_are_fine_alone_but_not_together_are_named_by_field(values, p
 @pytest.mark.parametrize(("value", "normal"), [
     ({}, {}),
     (None, {}),
-    ({"sensitive": ["totp", "passkey"]}, {}),  # every factor named: any counts
+    ({"sensitive": ["totp", "passkey", "idp"]}, {}),  # every factor named: any counts
+    ({"sensitive": ["totp", "passkey"]}, {"sensitive": ["passkey", "totp"]}),  # not the IdP's MFA
     ({"write": ["passkey", "passkey"], "read": []}, {"write": ["passkey"]}),
     ({"sensitive": ["passkey"], "read": ["totp"]}, {"read": ["totp"], "sensitive": ["passkey"]}),
 ])
