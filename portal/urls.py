@@ -11,6 +11,7 @@ from portal.metrics import metrics_view
 urlpatterns = [
     path("accounts/", include("portal.accounts.urls")),
     path("accounts/", include("portal.passkeys.urls")),  # passkeys next to the forms they serve
+    path("accounts/", include("portal.idp_stepup.urls")),  # step-up at the IdP (SSO sessions)
     path("sso/", include("portal.sso.urls")),  # enterprise sign-in (OpenID Connect)
     # Before the admin's own URLs: its password form would bypass the second factor,
     # the throttle and the audit trail.

@@ -19,9 +19,11 @@ from itertools import combinations
 
 from django.utils.translation import gettext as _
 
+from portal.sso.providers import IdentityProvider
+from portal.sso.reauth import session_provider
 from tiers.types import FACTOR_WORDS, factor_words
 
-__all__ = ["StepUpAsk", "step_up_ask", "step_up_reason"]
+__all__ = ["StepUpAsk", "idp_offer", "step_up_ask", "step_up_reason"]
 
 _ACTION_CLASSES = {"read": "read", "write": "write", "sensitive": "sensitive"}
 _UNITS = {"s": "s", "min": "min", "h": "h"}
@@ -63,6 +65,20 @@ def step_up_ask(raw: str | None) -> StepUpAsk:
             "action_class": _ACTION_CLASSES[match.group(1)], "amount": int(match.group(2)),
             "unit": _UNITS[match.group(3)], "factors": factor_words(accepted)}, accepted)
     return StepUpAsk(step_up_reason(raw))
+
+
+def idp_offer(session: object, ask: StepUpAsk) -> tuple[IdentityProvider | None, bool]:
+    """(the IdP to confirm at, whether the IdP's MFA was named as not counting).
+
+    Offered only to a session that signed in through that IdP, where the company sign-in's
+    MFA counts (the sentence names ``idp``, or names no factors at all).
+    """
+    provider = session_provider(session)
+    if provider is None:
+        return None, False
+    if ask.accepted and "idp" not in ask.accepted:
+        return None, True
+    return provider, False
 
 
 def _per_action(action_class: str) -> str:

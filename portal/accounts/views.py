@@ -30,7 +30,7 @@ from portal.accounts.signin import (
     locked_message,
     wait_message,
 )
-from portal.accounts.stepup import step_up_ask
+from portal.accounts.stepup import idp_offer, step_up_ask
 from portal.accounts.throttle import LoginThrottle
 from portal.audit.chain import record_request
 from portal.metrics import SIGN_INS
@@ -220,11 +220,15 @@ def step_up_view(request: HttpRequest) -> HttpResponse:
                        if result.throttled_for else
                        _("That code is not right, or it was already used. Wait for the next one."))
         status = 429 if result.throttled_for else 401
+    idp, idp_does_not_count = idp_offer(request.session, ask)
+    passkey = has_passkey(request.user) and (not ask.accepted or "passkey" in ask.accepted)
     return render(request, "accounts/step_up.html",
                   {"form": form, "next": next_url,
                    "challenge": request.POST.get("challenge") or request.GET.get("challenge", ""),
-                   "reason": ask.sentence,
-                   "codes_count": codes_count, "has_passkey": has_passkey(request.user)},
+                   "reason": ask.sentence, "idp": idp, "idp_does_not_count": idp_does_not_count,
+                   "no_portal_factor": (codes_count and not passkey and not idp
+                                        and not mfa.has_confirmed_totp(request.user)),
+                   "codes_count": codes_count, "has_passkey": passkey},
                   status=status)
 
 

@@ -144,14 +144,19 @@ def _verified(provider: IdentityProvider, token: str) -> jwt.Token:
             raise SsoError("bad_signature", f"{type(exc).__name__}: {exc}") from first
 
 
-def begin(provider: IdentityProvider, redirect_uri: str) -> AuthorizationRequest:
-    """Start a sign-in: a fresh state, nonce and PKCE verifier, and the IdP URL to go to."""
+def begin(provider: IdentityProvider, redirect_uri: str, *,
+          extra: tuple[tuple[str, str], ...] = ()) -> AuthorizationRequest:
+    """Start a sign-in: a fresh state, nonce and PKCE verifier, and the IdP URL to go to.
+
+    ``extra`` adds request parameters (a step-up asks ``prompt=login`` and ``max_age=0``).
+    """
     endpoint = metadata(provider)["authorization_endpoint"]
     state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
     url = add_params_to_uri(endpoint, [
         ("response_type", "code"), ("client_id", provider.client_id), ("redirect_uri", redirect_uri),
         ("scope", " ".join(provider.scopes)), ("state", state), ("nonce", nonce),
         ("code_challenge", create_s256_code_challenge(verifier)), ("code_challenge_method", "S256"),
+        *extra,
     ])
     return AuthorizationRequest(url, state, {
         "provider": provider.name, "nonce": nonce, "code_verifier": verifier,

@@ -6,6 +6,8 @@ Views translate HTTP to :mod:`portal.sso.oidc`, :mod:`portal.sso.signin` and
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -21,10 +23,11 @@ from portal.accounts.redirects import remember_next, take_next
 from portal.accounts.signin import locked_message
 from portal.audit.chain import record_request
 from portal.metrics import SIGN_INS
-from portal.sso import links, oidc, registry, sessions, signin
+from portal.sso import links, oidc, reauth, registry, sessions, signin
 from portal.sso.providers import IdentityProvider
 
-__all__ = ["backchannel_logout_view", "callback_view", "login_view", "provider_named", "revoke_link_view"]
+__all__ = ["backchannel_logout_view", "callback_view", "keep_pending", "login_view", "provider_named",
+           "revoke_link_view", "take_pending"]
 
 PENDING_KEY = "sso_pending"
 PENDING_MAX = 5  # sign-ins started in other tabs that may still come back
@@ -61,11 +64,26 @@ def login_view(request: HttpRequest, name: str) -> HttpResponse:
         message = _("%(idp)s cannot be reached right now. Try again in a minute, or ask IT if it keeps "
                     "happening.") % {"idp": provider.label}
         return _failed(request, provider, message, 502)
+    keep_pending(request, start)
+    remember_next(request, request.GET.get("next"))
+    return HttpResponseRedirect(start.url)
+
+
+def keep_pending(request: HttpRequest, start: oidc.AuthorizationRequest) -> None:
+    """Remember an authorization request in the session (a few at once: other tabs)."""
     pending = dict(list(request.session.get(PENDING_KEY, {}).items())[-(PENDING_MAX - 1):])
     pending[start.state] = start.pending
     request.session[PENDING_KEY] = pending
-    remember_next(request, request.GET.get("next"))
-    return HttpResponseRedirect(start.url)
+
+
+def take_pending(request: HttpRequest, provider: IdentityProvider) -> dict[str, Any] | None:
+    """The pending request the answer's ``state`` names, used up; None when unknown or another IdP's."""
+    pending_all = request.session.get(PENDING_KEY, {})
+    pending = pending_all.pop(request.GET.get("state", ""), None)
+    request.session[PENDING_KEY] = pending_all
+    if pending is None or pending.get("provider") != provider.name:
+        return None
+    return pending
 
 
 @login_not_required
@@ -74,10 +92,12 @@ def login_view(request: HttpRequest, name: str) -> HttpResponse:
 def callback_view(request: HttpRequest, name: str) -> HttpResponse:
     """The IdP's answer: check it, sign the person in, then MFA here unless the IdP did it."""
     provider = provider_named(name)
-    pending_all = request.session.get(PENDING_KEY, {})
-    pending = pending_all.pop(request.GET.get("state", ""), None)
-    request.session[PENDING_KEY] = pending_all
-    if pending is None or pending.get("provider") != provider.name:
+    waiting = request.session.get(PENDING_KEY, {}).get(request.GET.get("state", "")) or {}
+    if waiting.get("purpose") == reauth.PURPOSE:
+        # A step-up at the IdP: finished where a held action's one-time grant can be armed.
+        return redirect(f"{reverse('idp_stepup:finish', args=[provider.name])}?{request.GET.urlencode()}")
+    pending = take_pending(request, provider)
+    if pending is None:
         _audit(request, "login.sso", outcome="failure", detail={"provider": name, "reason": "unknown_state"})
         return _failed(request, provider, _("This sign-in was not started here, or it was already used. "
                                             "Start again from the sign-in page."), 400)
