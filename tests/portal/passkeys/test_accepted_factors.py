@@ -77,7 +77,7 @@ def test_the_step_up_page_reads_the_accepted_factors_back_from_the_decisions_sen
 @pytest.mark.django_db
 def test_a_tier_refuses_an_unknown_factor_or_action_class():
     tier = TierFactory(name="odd", accepted_factors={"sensitive": ["sms"]})
-    with pytest.raises(ValidationError, match="non-empty list of passkey, totp"):
+    with pytest.raises(ValidationError, match="non-empty list of idp, passkey, totp"):
         tier.full_clean()
     tier.accepted_factors = {"delete": ["passkey"]}
     with pytest.raises(ValidationError, match="not an action class"):
