@@ -80,7 +80,8 @@ MISSING = {
 }
 
 # The amr a session holds after each factor (portal.accounts.mfa, portal.passkeys.ceremony).
-_AMR_OF = {Factor.TOTP: ["pwd", "otp"], Factor.PASSKEY: ["pwd", "hwk", "user"]}
+# The amr a session confirmed with each factor carries (tiers.context.factor_of_amr reads it back).
+_AMR_OF = {Factor.TOTP: ["pwd", "otp"], Factor.PASSKEY: ["pwd", "hwk", "user"], Factor.IDP: ["fed", "mfa"]}
 
 
 def accepted_factors_words(accepted: dict[str, list[str]] | None) -> str:

@@ -27,8 +27,8 @@ from portal.sso.providers import IdentityProvider
 from portal.sso.sessions import FEDERATED_AMR, SSO_SESSION_KEY
 from portal.sso.signin import idp_amr, idp_did_mfa, mfa_device
 
-__all__ = ["PURPOSE", "REAUTH_PARAMS", "REFUSALS", "begin_reauth", "idp_amr", "linked_account", "mark_reauth",
-           "reauth_refusal", "session_provider"]
+__all__ = ["CLOCK_SKEW_SECONDS", "PURPOSE", "REAUTH_PARAMS", "REFUSALS", "begin_reauth", "idp_amr",
+           "linked_account", "mark_reauth", "reauth_refusal", "session_provider"]
 
 PURPOSE = "step_up"
 REAUTH_PARAMS = (("prompt", "login"), ("max_age", "0"))
@@ -41,6 +41,10 @@ REFUSALS = {
     "not_linked": "Your account is no longer linked to %(idp)s.",
 }
 
+
+# The IdP's clock may run a little behind ours: a sign-in this much "before" the request still
+# counts. Small, because prompt=login means the IdP signed the person in after the request.
+CLOCK_SKEW_SECONDS = 10
 
 def session_provider(session: Any) -> IdentityProvider | None:
     """The IdP this session signed in through (still configured, same issuer), or None."""
@@ -71,7 +75,8 @@ def reauth_refusal(provider: IdentityProvider, pending: dict[str, Any], claims: 
     if not pending.get("sub") or str(claims.get("sub")) != pending["sub"]:
         return "other_subject"
     auth_time = claims.get("auth_time")
-    if not isinstance(auth_time, int | float) or auth_time < float(pending.get("started", 0)):
+    earliest = float(pending.get("started", 0)) - CLOCK_SKEW_SECONDS
+    if not isinstance(auth_time, int | float) or auth_time < earliest:
         return "stale_auth_time"
     if not idp_did_mfa(provider, claims):
         return "no_idp_mfa"

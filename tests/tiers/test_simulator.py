@@ -163,3 +163,20 @@ def test_each_resource_offers_as_default_action_what_opening_it_from_my_apps_ask
 def test_the_assumed_last_code_reads_as_proper_english(world, mfa_age, words):
     html = world.post("/manage/simulator/", BASE | {"resource": "wiki", "mfa_age": mfa_age}).content.decode()
     assert f"<dt>Last MFA</dt><dd>{words}</dd>" in html
+
+
+@pytest.mark.parametrize("accepted, outcome", [(["passkey"], "step_up"), (["passkey", "idp"], "allow")])
+def test_the_simulator_asks_what_the_idps_mfa_would_count_for(world, accepted, outcome):
+    from django.contrib.auth import get_user_model
+
+    from tiers.models import Resource
+    from tiers.pages import simulate
+
+    wiki = Resource.objects.get(slug="wiki")
+    wiki.tier.accepted_factors = {"write": accepted}
+    wiki.tier.save()
+    erin = get_user_model().objects.get(username="erin")
+
+    result = simulate(erin, wiki, Action("http", ActionClass.WRITE, "POST", "/"), mfa_age=60, mfa_factor="idp")
+
+    assert result.decision.outcome == outcome

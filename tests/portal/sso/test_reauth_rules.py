@@ -4,7 +4,7 @@ with MFA by the IdP's rules (pure: claims in, refusal code out)."""
 from __future__ import annotations
 
 from portal.sso.providers import IdentityProvider
-from portal.sso.reauth import reauth_refusal
+from portal.sso.reauth import CLOCK_SKEW_SECONDS, reauth_refusal
 
 CORP = IdentityProvider(name="corp", label="Corp SSO", issuer="https://idp.example", client_id="portal",
                         client_secret="s", mfa_acr=("urn:example:mfa",))
@@ -20,8 +20,12 @@ def test_a_fresh_sign_in_with_mfa_by_the_same_account_confirms():
     assert reauth_refusal(CORP, PENDING, claims(auth_time=1_000_000)) == "", "the same second still counts"
 
 
+def test_an_idp_whose_clock_runs_a_few_seconds_behind_still_confirms():
+    assert reauth_refusal(CORP, PENDING, claims(auth_time=1_000_000 - CLOCK_SKEW_SECONDS)) == ""
+
+
 def test_an_idp_that_answered_from_its_earlier_session_does_not_confirm():
-    assert reauth_refusal(CORP, PENDING, claims(auth_time=999_999)) == "stale_auth_time"
+    assert reauth_refusal(CORP, PENDING, claims(auth_time=1_000_000 - CLOCK_SKEW_SECONDS - 1)) == "stale_auth_time"
     assert reauth_refusal(CORP, PENDING, claims(auth_time=None)) == "stale_auth_time"
     assert reauth_refusal(CORP, PENDING, claims(auth_time="1000005")) == "stale_auth_time"
 
