@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 
 import pytest
 from django.core.cache import cache
@@ -18,6 +19,31 @@ from tests.factories import PASSWORD, UserFactory, enrol_totp, totp_code
 pytest_plugins = ["tests.fixtures.targets", "tests.fixtures.portal_server"]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _closing_connections_at_thread_end() -> None:
+    """Every thread of the test process gives its database connections back when it ends.
+
+    Django keeps a connection per thread and never closes one a finished thread held; with
+    psycopg's pool each such connection stays checked out for good. Tests run many short
+    threads (a fresh event loop's executor per test, live servers), and over a full run
+    they drained the pool (20) until a later test waited 5 s and failed. A portal keeps its
+    threads for its lifetime, so this concerns the test process only.
+    """
+    from django.db import connections
+
+    run = threading.Thread.run
+
+    def run_then_close(self: threading.Thread) -> None:
+        try:
+            run(self)
+        finally:
+            connections.close_all()
+
+    threading.Thread.run = run_then_close  # type: ignore[method-assign]
+
+
+_closing_connections_at_thread_end()
 
 
 def require(condition: bool, what: str) -> None:

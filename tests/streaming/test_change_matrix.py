@@ -245,6 +245,16 @@ async def _proxy_turns(proxy: httpx.AsyncClient, deadline: float) -> list[int]:
     return statuses
 
 
+def _change_in_a_thread(change: Callable[[World], None], world: World) -> None:
+    """Make the change from a worker thread, and give its database connection back: each
+    case's event loop has new threads, and a connection each of them kept would drain the
+    pool over a full run."""
+    try:
+        change(world)
+    finally:
+        connection.close()
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_a_change_made_elsewhere_reaches_the_desktop_and_the_proxy_of_process_two_within_two_seconds(
         world, case):
@@ -258,7 +268,7 @@ def test_a_change_made_elsewhere_reaches_the_desktop_and_the_proxy_of_process_tw
                 assert (await proxy.get("/apps/echo/x")).status_code == 200
             if case.name == "tier edited":
                 await asyncio.sleep(1.1)  # Erin's code is now older than the new freshness
-            await sync_to_async(case.change, thread_sensitive=False)(world)
+            await sync_to_async(_change_in_a_thread, thread_sensitive=False)(case.change, world)
             deadline = time.monotonic() + WITHIN
             seen, statuses = await asyncio.gather(desktop.until((ENDED, HELD), WITHIN),
                                                   _proxy_turns(proxy, deadline))

@@ -13,6 +13,7 @@ import threading
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connection
 
 from streaming.proxy import access
 from streaming.proxy.access import GateRequest, Verdict
@@ -42,7 +43,10 @@ def counted_app(monkeypatch):
         with lock:
             calls.append(req)
         threading.Event().wait(0.05)
-        return real(req)
+        try:
+            return real(req)
+        finally:
+            connection.close()  # the loop's worker threads end with the test: give it back to the pool
 
     app = ProxyApp()
     app._gate = database_sync_to_async(admit, thread_sensitive=False)
