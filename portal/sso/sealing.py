@@ -13,8 +13,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+from django.db import transaction
 
-__all__ = ["SealError", "open_sealed", "seal"]
+__all__ = ["SealError", "open_sealed", "reseal_all", "seal"]
 
 
 class SealError(Exception):
@@ -41,3 +42,21 @@ def open_sealed(sealed: str) -> str:
     except (InvalidToken, ValueError) as exc:
         raise SealError("The IdP's client secret cannot be opened with the configured keys: "
                         "enter it again in the admin.") from exc
+
+
+def reseal_all() -> int:
+    """Re-seal every IdP client secret entered in the admin with the newest key (part of
+    ``manage.py vault rotate``, so old keys can be dropped); returns how many."""
+    from portal.sso.models import OidcProvider
+
+    keys, count = _keys(), 0
+    with transaction.atomic():
+        for provider in OidcProvider.objects.select_for_update().exclude(client_secret_sealed=""):
+            try:
+                provider.client_secret_sealed = keys.rotate(provider.client_secret_sealed.encode()).decode()
+            except InvalidToken as exc:
+                raise SealError(f"The client secret of IdP {provider.name!r} cannot be opened with the "
+                                "configured keys: enter it again in the admin.") from exc
+            provider.save(update_fields=["client_secret_sealed"])
+            count += 1
+    return count
