@@ -6,9 +6,11 @@ fails in CI (CI=true): the suite must never go green by skipping what it claims 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 
 import pytest
 from django.core.cache import cache
@@ -159,3 +161,21 @@ def chromium(monkeypatch):
         yield browser
         browser.close()
 
+
+
+@contextlib.contextmanager
+def page_with_passkeys(browser, *, width: int = 1280, height: int = 800) -> Iterator[object]:
+    """A page in a fresh context whose browser has a platform authenticator that holds
+    passkeys and verifies its user (Chrome DevTools' WebAuthn domain), as a laptop would."""
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    cdp = context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
+        "hasUserVerification": True, "isUserVerified": True}})
+    try:
+        yield page
+    finally:
+        context.close()

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group
 
 from portal.audit.models import AuditEvent
 from portal.passkeys.models import PasskeyDevice
+from tests.conftest import page_with_passkeys
 from tests.factories import PASSWORD, UserFactory, enrol_totp, totp_code
 from tiers.models import Resource, Tier
 
@@ -19,16 +20,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def page(chromium):
-    context = chromium.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    cdp = context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable")
-    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
-        "hasUserVerification": True, "isUserVerified": True}})
-    yield page
-    context.close()
+    with page_with_passkeys(chromium) as page:
+        yield page
 
 
 def test_a_passkey_enrolled_in_chromium_signs_in_and_confirms_a_critical_desktop(live_portal, page):

@@ -13,6 +13,7 @@ from django.conf import settings
 
 from portal.audit.models import AuditEvent
 from streaming.desktop import broker, groups
+from tests.conftest import page_with_passkeys
 from tests.factories import totp_code
 from tests.streaming.desktop.conftest import make_resource
 from tests.streaming.desktop.test_e2e_chromium import in_thread, sign_in_with_browser, wait_until
@@ -44,16 +45,8 @@ def vault_desktop(vnc_target, desktop_settings):
 
 @pytest.fixture
 def page(live_portal, chromium):
-    context = chromium.new_context(ignore_https_errors=True, viewport={"width": 1100, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    cdp = context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable")
-    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
-        "hasUserVerification": True, "isUserVerified": True}})
-    yield page
-    context.close()
+    with page_with_passkeys(chromium, width=1100) as page:
+        yield page
 
 
 def age_the_confirmation(page, user) -> None:
